@@ -60,6 +60,11 @@ class ReadOptions:
         Generic files: mapping canonical name -> source column name.
     strict
         Turn every anomaly into an error.
+    format
+        Force a format by name (see :data:`tracekit.io.registry.FORMATS`).
+    interval_s, start
+        For formats that log no timestamps (``dcgmi dmon`` without a logger prefix):
+        the sampling interval and the time of the first sweep.
     max_gap_s
         Gaps longer than this are counted (and later treated as missing data).
     max_reorder_s
@@ -79,6 +84,10 @@ class ReadOptions:
     max_gap_s: float = 5.0
     max_reorder_s: float = 5.0
     format: str | None = None
+    #: sampling interval for formats that log no timestamps (dcgmi dmon -d N)
+    interval_s: float | None = None
+    #: start time (ISO 8601, UTC unless it carries an offset) for untimed formats
+    start: str | None = None
 
 
 @dataclass
@@ -140,6 +149,18 @@ def decode_text(data: bytes, path: Path | str) -> str:
             path=str(path),
             line=line,
         ) from None
+
+
+def default_host(path: Path | str, opts: ReadOptions) -> str:
+    """Host name for a file whose format has none: ``opts.host``, else the file name
+    without its extensions (``node07.csv.gz`` -> ``node07``)."""
+    if opts.host:
+        return opts.host
+    name = Path(path).name
+    for suffix in (".gz", ".zst", ".zstd"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name.rsplit(".", 1)[0] if "." in name else name
 
 
 def loc(path: str | Path, line: int) -> str:
