@@ -1,0 +1,335 @@
+"""The canonical on-disk dataset: ``manifest.json``, ``topology.parquet`` and Parquet
+sample files sorted by (gpu, ts).
+
+Encodings are chosen for decode speed (DESIGN.md, Data model): timestamps
+``DELTA_BINARY_PACKED``, power ``BYTE_STREAM_SPLIT``, gpu ids dictionary-encoded, and
+row groups of at most ``ROW_GROUP_ROWS`` rows, each holding one GPU's contiguous time
+range, so a time-range read skips most groups by their ``ts`` statistics.
+
+Everything is written into a temporary sibling folder and renamed into place at the
+end: a crash never leaves a half-written dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tracekit.errors import InputError, SchemaError
+from tracekit.quality import DataQuality
+from tracekit.schema import (
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SAMPLE_COLUMNS,
+    PowerSemantics,
+    canonical_topology,
+)
+
+SCHEMA_VERSION = "tracekit.dataset/1"
+MANIFEST = "manifest.json"
+TOPOLOGY = "topology.parquet"
+ROW_GROUP_ROWS = 128 * 1024
+FILE_ROWS = 32 * 1024 * 1024
+
+_ARROW_TYPES = {
+    "gpu": pa.dictionary(pa.int32(), pa.string()),
+    "ts": pa.timestamp("ns", tz="UTC"),
+    "power_w": pa.float32(),
+    "sm_clock_mhz": pa.float32(),
+    "mem_clock_mhz": pa.float32(),
+    "gpu_util": pa.float32(),
+    "mem_util": pa.float32(),
+    "temp_c": pa.float32(),
+    "energy_j": pa.float64(),
+}
+
+
+def is_dataset(path: Path | str) -> bool:
+    """True when ``path`` is a canonical dataset folder (has a tracekit manifest)."""
+    p = Path(path) / MANIFEST
+    if not p.is_file():
+        return False
+    try:
+        return json.loads(p.read_text()).get("schema") == SCHEMA_VERSION
+    except (OSError, ValueError):
+        return False
+
+
+def _to_arrow(frame) -> pa.Table:
+    if isinstance(frame, pl.DataFrame):
+        table = frame.to_arrow()
+    elif isinstance(frame, pa.Table):
+        table = frame
+    else:
+        raise SchemaError(f"DatasetWriter.write takes a Polars DataFrame or Arrow Table, not {type(frame).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise SchemaError(f"samples lack required column(s) {missing}; have {table.column_names}")
+    cols, names = [], []
+    for name in table.column_names:
+        col = table.column(name)
+        if name in _ARROW_TYPES:
+            target = _ARROW_TYPES[name]
+            if name == "gpu":
+                if pa.types.is_dictionary(col.type):
+                    col = col.cast(pa.string())
+                col = col.cast(pa.string()).dictionary_encode()
+                col = col.cast(target)
+            else:
+                col = col.cast(target)
+        cols.append(col)
+        names.append(name)
+    # canonical columns first, in canonical order, then extras (e.g. truth columns)
+    order = [n for n in SAMPLE_COLUMNS if n in names] + [n for n in names if n not in SAMPLE_COLUMNS]
+    by_name = dict(zip(names, cols))
+    return pa.table({n: by_name[n] for n in order})
+
+
+class DatasetWriter:
+    """Streams sorted sample batches into a canonical dataset folder.
+
+    Parameters
+    ----------
+    dst
+        Output folder; must not exist unless ``overwrite``.
+    topology
+        Topology frame (any subset of gpu, host, rack, row, model, tdp_w, job).
+    power
+        Power semantics of the samples.
+    quality
+        Data-quality accounting of the source (kept in the manifest so ``info`` on a
+        converted dataset still shows what the raw input held).
+    sources
+        Descriptions of the raw sources (path, format, rows...).
+    manifest_extra
+        Extra keys merged into manifest.json (e.g. the generator's ground truth).
+
+    Call :meth:`write` with successive frames sorted by (gpu, ts), whole GPUs at a time
+    and GPUs in ascending order.
+    """
+
+    def __init__(
+        self,
+        dst: Path | str,
+        *,
+        topology: pl.DataFrame | None = None,
+        power: PowerSemantics | None = None,
+        quality: DataQuality | None = None,
+        sources: list[dict] | None = None,
+        manifest_extra: dict | None = None,
+        overwrite: bool = False,
+        row_group_rows: int = ROW_GROUP_ROWS,
+        file_rows: int = FILE_ROWS,
+        compression: str = "zstd",
+    ):
+        self.dst = Path(dst)
+        if self.dst.exists() and not overwrite:
+            raise InputError("output folder already exists (pass overwrite / --force)", path=str(self.dst))
+        self.topology = topology
+        self.power = power or PowerSemantics()
+        self.quality = quality
+        self.sources = sources or []
+        self.manifest_extra = manifest_extra or {}
+        self.overwrite = overwrite
+        self.row_group_rows = int(row_group_rows)
+        self.file_rows = int(file_rows)
+        self.compression = compression
+        self.dst.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.dst.name}.tmp-", dir=self.dst.parent))
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._files: list[dict] = []
+        self._cur: dict | None = None
+        self._gpus_seen: list[str] = []
+        self._closed = False
+
+    # -- writing ---------------------------------------------------------------------
+    def _open_file(self, schema: pa.Schema) -> None:
+        name = f"part-{len(self._files):05d}.parquet"
+        encodings = {"ts": "DELTA_BINARY_PACKED"}
+        for field in schema:
+            if pa.types.is_floating(field.type):
+                encodings[field.name] = "BYTE_STREAM_SPLIT"
+        self._writer = pq.ParquetWriter(
+            self._tmp / name,
+            schema,
+            compression=self.compression,
+            use_dictionary=["gpu"],
+            column_encoding=encodings,
+            write_statistics=True,
+        )
+        self._cur = {"file": name, "rows": 0, "gpus": 0, "ts_min": None, "ts_max": None}
+        self._files.append(self._cur)
+
+    def write(self, frame) -> None:
+        """Append samples sorted by (gpu, ts); whole GPUs, GPUs in ascending order."""
+        table = _to_arrow(frame)
+        if table.num_rows == 0:
+            return
+        if self._schema is None:
+            self._schema = table.schema
+        elif table.schema != self._schema:
+            table = table.select(self._schema.names).cast(self._schema)
+        # one row group per GPU range (split into row_group_rows chunks)
+        gpu_plain = table.column("gpu").cast(pa.string())
+        df = pl.from_arrow(pa.table({"gpu": gpu_plain})).with_row_index("i")
+        bounds = df.group_by("gpu", maintain_order=True).agg(pl.col("i").min().alias("a"), pl.col("i").max().alias("b"))
+        for gpu, a, b in bounds.iter_rows():
+            if self._gpus_seen and gpu <= self._gpus_seen[-1]:
+                raise SchemaError(
+                    f"DatasetWriter.write: GPU {gpu!r} arrives after {self._gpus_seen[-1]!r}; "
+                    "write whole GPUs in ascending order"
+                )
+            self._gpus_seen.append(gpu)
+            part = table.slice(a, b - a + 1)
+            if self._writer is None or (self._cur["rows"] and self._cur["rows"] + part.num_rows > self.file_rows):
+                self._close_file()
+                self._open_file(self._schema)
+            for start in range(0, part.num_rows, self.row_group_rows):
+                chunk = part.slice(start, self.row_group_rows)
+                self._writer.write_table(chunk, row_group_size=self.row_group_rows)
+            ts = part.column("ts")
+            lo, hi = ts[0].value, ts[part.num_rows - 1].value
+            cur = self._cur
+            cur["rows"] += part.num_rows
+            cur["gpus"] += 1
+            cur["ts_min"] = lo if cur["ts_min"] is None else min(cur["ts_min"], lo)
+            cur["ts_max"] = hi if cur["ts_max"] is None else max(cur["ts_max"], hi)
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # -- finishing -------------------------------------------------------------------
+    def close(self) -> Path:
+        """Write topology and manifest, then move the folder into place atomically."""
+        if self._closed:
+            return self.dst
+        self._close_file()
+        if self.topology is not None:
+            topo = canonical_topology(self.topology)
+        else:
+            topo = canonical_topology(pl.DataFrame({"gpu": self._gpus_seen}, schema={"gpu": pl.String}))
+        topo.write_parquet(self._tmp / TOPOLOGY)
+        manifest = {
+            "schema": SCHEMA_VERSION,
+            "rows": sum(f["rows"] for f in self._files),
+            "gpus": len(self._gpus_seen),
+            "power": self.power.to_dict(),
+            "files": self._files,
+            "sources": self.sources,
+            "quality": self.quality.to_dict() if self.quality is not None else None,
+            "columns": list(self._schema.names) if self._schema is not None else list(REQUIRED_COLUMNS),
+            **self.manifest_extra,
+        }
+        (self._tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+        if self.dst.exists():
+            if not self.overwrite:
+                raise InputError("output folder appeared while writing", path=str(self.dst))
+            backup = self.dst.with_name(f".{self.dst.name}.old-{os.getpid()}")
+            os.rename(self.dst, backup)
+            os.rename(self._tmp, self.dst)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.rename(self._tmp, self.dst)
+        self._closed = True
+        return self.dst
+
+    def abort(self) -> None:
+        self._close_file()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._closed = True
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+# -- reading -------------------------------------------------------------------------
+def read_manifest(path: Path | str) -> dict:
+    p = Path(path) / MANIFEST
+    try:
+        manifest = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable manifest ({exc})", path=str(p)) from None
+    if manifest.get("schema") != SCHEMA_VERSION:
+        raise InputError(f"not a tracekit dataset manifest (schema {manifest.get('schema')!r})", path=str(p))
+    return manifest
+
+
+def dataset_files(path: Path | str) -> list[Path]:
+    manifest = read_manifest(path)
+    files = [Path(path) / f["file"] for f in manifest["files"]]
+    for f in files:
+        if not f.is_file():
+            raise InputError("sample file listed in manifest.json is missing", path=str(f))
+    return files
+
+
+def scan_dataset(path: Path | str, columns: list[str] | None = None) -> pl.LazyFrame:
+    """A lazy scan of a dataset's samples (canonical columns, ``gpu`` as String)."""
+    files = dataset_files(path)
+    manifest = read_manifest(path)
+    have = manifest.get("columns") or list(REQUIRED_COLUMNS)
+    wanted = columns or [c for c in have if c in SAMPLE_COLUMNS]
+    if not files:
+        return pl.DataFrame(schema={c: SAMPLE_COLUMNS[c] for c in wanted}).lazy()
+    lf = pl.scan_parquet([str(f) for f in files])
+    return lf.select([pl.col(c).cast(SAMPLE_COLUMNS[c]) if c in SAMPLE_COLUMNS else pl.col(c) for c in wanted])
+
+
+def read_dataset_samples(path: Path | str, columns: list[str] | None = None) -> pl.DataFrame:
+    """All samples of a dataset (sorted by gpu, ts as written)."""
+    files = dataset_files(path)
+    manifest = read_manifest(path)
+    have = manifest.get("columns") or list(REQUIRED_COLUMNS)
+    wanted = columns or [c for c in have if c in SAMPLE_COLUMNS]
+    if not files:
+        return pl.DataFrame(schema={c: SAMPLE_COLUMNS[c] for c in wanted})
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f, columns=wanted))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    df = pl.from_arrow(table)
+    return df.with_columns([pl.col(c).cast(SAMPLE_COLUMNS[c]) for c in wanted if c in SAMPLE_COLUMNS])
+
+
+def read_topology(path: Path | str) -> pl.DataFrame:
+    p = Path(path) / TOPOLOGY
+    if not p.is_file():
+        raise InputError("dataset has no topology.parquet", path=str(path))
+    return canonical_topology(pl.read_parquet(p))
+
+
+def read_dataset(path: Path | str, columns: list[str] | None = None):
+    """(samples, topology, manifest) of a canonical dataset folder."""
+    manifest = read_manifest(path)
+    return read_dataset_samples(path, columns), read_topology(path), manifest
+
+
+__all__ = [
+    "DatasetWriter",
+    "is_dataset",
+    "read_dataset",
+    "read_dataset_samples",
+    "read_manifest",
+    "read_topology",
+    "scan_dataset",
+    "OPTIONAL_COLUMNS",
+]
