@@ -1,0 +1,184 @@
+"""The ``tracekit`` command line: a thin click layer over the library.
+
+Heavy modules (Polars, Numba, kernels) are imported inside the commands, so
+``tracekit --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+EPILOG = """\b
+Examples:
+  tracekit info sample_traces/h100_training
+  tracekit info trace.csv --utc-offset -7h --json
+  tracekit convert raw_logs/ dataset/ --gpus-per-host 8 --gpu-model H100
+  tracekit synth training -o synth/ --gpus 64 --seconds 30 --gpu-model H100 --seed 1
+"""
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def read_options(fn):
+    """Options that change how raw traces are read, shared by every reading command."""
+    decorators = [
+        click.option("--utc-offset", "utc_offset", metavar="OFFSET",
+                     help="Offset of zone-less local timestamps from UTC, e.g. -7h, +05:30, -25200."),
+        click.option("--tz", metavar="ZONE", help="IANA zone of local timestamps (handles DST), e.g. Europe/Paris."),
+        click.option("--gpus-per-host", type=click.IntRange(min=1),
+                     help="GPUs per sweep in nvidia-smi files without an index column (default: inferred)."),
+        click.option("--host", help="Host name for files that carry none (default: the file name)."),
+        click.option("--gpu-model", help="GPU model (H100, A100, B200, ...) for TDP and power semantics."),
+        click.option("--power-unit", type=click.Choice(["W", "mW", "kW"]), help="Unit of unlabelled power values."),
+        click.option("--time-unit", type=click.Choice(["s", "ms", "us", "ns"]), help="Unit of epoch timestamps."),
+        click.option("--column", "columns", multiple=True, metavar="NAME=SOURCE",
+                     help="Column mapping for generic CSV/Parquet, e.g. power_w=watts (repeatable)."),
+        click.option("--format", "fmt", help="Force an input format (see `tracekit formats`)."),
+        click.option("--topology", type=click.Path(exists=True, dir_okay=False),
+                     help="Topology CSV/Parquet: gpu, host, rack, row, model, tdp_w, job."),
+        click.option("--max-gap", default="5s", show_default=True, help="Longer gaps count as missing data."),
+        click.option("--start", help="Start time (ISO) for formats logged without timestamps."),
+        click.option("--interval", help="Sampling interval for formats logged without timestamps, e.g. 100ms."),
+        click.option("--strict", is_flag=True, help="Make every data anomaly an error instead of a counted repair."),
+    ]
+    for dec in reversed(decorators):
+        fn = dec(fn)
+    return fn
+
+
+def open_from_cli(path, kw: dict):
+    """``tracekit.open`` with the shared read options as the CLI spells them."""
+    from tracekit.errors import ParameterError
+    from tracekit.traceset import open_trace
+    from tracekit.units import parse_duration_s
+
+    columns = {}
+    for item in kw.pop("columns", ()) or ():
+        if "=" not in item:
+            raise ParameterError(f"--column takes NAME=SOURCE, got {item!r}")
+        k, v = item.split("=", 1)
+        columns[k.strip()] = v.strip()
+    utc_offset = kw.pop("utc_offset", None)
+    interval = kw.pop("interval", None)
+    options = dict(
+        utc_offset_s=parse_duration_s(utc_offset, what="--utc-offset", default_unit="s") if utc_offset else None,
+        tz=kw.pop("tz", None),
+        gpus_per_host=kw.pop("gpus_per_host", None),
+        host=kw.pop("host", None),
+        gpu_model=kw.pop("gpu_model", None),
+        power_unit=kw.pop("power_unit", None),
+        time_unit=kw.pop("time_unit", None),
+        columns=columns,
+        format=kw.pop("fmt", None),
+        max_gap_s=parse_duration_s(kw.pop("max_gap", "5s"), what="--max-gap"),
+        start=kw.pop("start", None),
+        interval_s=parse_duration_s(interval, what="--interval") if interval else None,
+        strict=kw.pop("strict", False),
+    )
+    if options["gpu_model"]:
+        from tracekit.specs import gpu_spec
+
+        gpu_spec(options["gpu_model"])  # unknown model -> clear error now
+    topology = kw.pop("topology", None)
+    debug = bool(click.get_current_context().find_root().params.get("debug"))
+    return open_trace(path, topology=topology, debug=debug, **options)
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+@click.group(context_settings=CONTEXT, epilog=EPILOG)
+@click.version_option(package_name="tracekit", message="tracekit %(version)s")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """Analyze GPU power traces of LLM clusters: phases, cluster swings, what-if replay."""
+
+
+@cli.command(epilog=EPILOG, context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True), nargs=-1, required=True)
+@read_options
+@click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary.")
+def info(path, as_json: bool, **kw) -> None:
+    """Formats, GPUs, hosts, time range, sampling and data quality of PATH."""
+    ts = open_from_cli(list(path), kw)
+    summary = ts.info()
+    if as_json:
+        emit_json(summary)
+    else:
+        from tracekit.report.terminal import print_info
+
+        print_info(summary)
+
+
+@cli.command(epilog=EPILOG, context_settings=CONTEXT)
+@click.argument("src", type=click.Path(exists=True), nargs=-1, required=True)
+@click.argument("dst", type=click.Path())
+@read_options
+@click.option("--force", is_flag=True, help="Replace DST if it exists.")
+def convert(src, dst, force: bool, **kw) -> None:
+    """Read SRC (files or folders) and write the canonical dataset DST."""
+    from tracekit.io.dataset import DatasetWriter
+
+    ts = open_from_cli(list(src), kw)
+    power = ts.power_semantics()
+    from tracekit.schema import PowerSemantics
+
+    with DatasetWriter(
+        dst,
+        topology=ts.topology,
+        power=PowerSemantics(kind=power["kind"] if power["kind"] in ("instant", "average") else "unknown",
+                             window_s=power.get("window_s")),
+        quality=ts.quality,
+        sources=ts.sources,
+        overwrite=force,
+    ) as writer:
+        writer.write(ts.samples)
+    d = ts.dataset_summary()
+    click.echo(
+        f"wrote {dst}: {d['samples']:,} samples, {d['gpus']} GPUs, {d['duration_s']:.1f} s "
+        f"({ts.quality.rows_read:,} rows read, {ts.quality.n_excluded:,} excluded, "
+        f"{len(ts.quality.files_failed)} file(s) failed)"
+    )
+
+
+@cli.command(context_settings=CONTEXT)
+def formats() -> None:
+    """List the input formats tracekit detects."""
+    from tracekit.io.registry import FORMATS
+
+    for f in FORMATS:
+        click.echo(f"{f.name:15s} {f.description}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: TracekitError -> one line on stderr and exit 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="tracekit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        from tracekit.errors import TracekitError
+
+        if debug:
+            raise
+        if isinstance(exc, TracekitError):
+            click.echo(f"tracekit: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        if isinstance(exc, BrokenPipeError):
+            sys.exit(1)
+        click.echo(f"tracekit: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True)
+        sys.exit(3)
+    sys.exit(0)

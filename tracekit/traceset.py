@@ -1,0 +1,343 @@
+"""TraceSet: the samples of one dataset, its topology, sources and data quality.
+
+``tracekit.open(path)`` reads a raw file, a folder of raw files (every file under it,
+auto-detected by content), or a canonical dataset folder written by ``convert``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import polars as pl
+
+from tracekit.errors import InputError, TracekitError
+from tracekit.io.base import ReadOptions
+from tracekit.quality import DataQuality
+from tracekit.schema import LINE_COLUMN, TS_DTYPE, canonical_topology, empty_samples, host_from_gpu
+from tracekit.specs import find_gpu_spec
+
+#: Files in a trace folder that are not traces.
+SKIP_SUFFIXES = {".md", ".txt", ".rst", ".json.schema", ".py", ".toml", ".yaml", ".yml", ".html", ".png"}
+TOPOLOGY_NAMES = {"topology.csv", "topology.parquet"}
+
+
+@dataclass
+class TraceSet:
+    """Samples (canonical, sorted by gpu, ts), topology, sources and data quality."""
+
+    samples: pl.DataFrame
+    topology: pl.DataFrame
+    quality: DataQuality
+    sources: list[dict] = field(default_factory=list)
+    path: str = ""
+    manifest: dict | None = None
+
+    # -- derived facts ---------------------------------------------------------------
+    @property
+    def gpus(self) -> list[str]:
+        return self.topology.get_column("gpu").to_list()
+
+    def gpu_periods(self) -> pl.DataFrame:
+        """Per GPU: samples, start, end, median sampling period and effective update
+        period (median time between changes of the power value), in ms."""
+        df = self.samples.select("gpu", "ts", "power_w")
+        changed = (pl.col("power_w") != pl.col("power_w").shift(1)).over("gpu").fill_null(True)
+        base = df.group_by("gpu").agg(
+            pl.len().alias("samples"),
+            pl.col("ts").min().alias("start"),
+            pl.col("ts").max().alias("end"),
+            (pl.col("ts").diff().dt.total_nanoseconds().median() / 1e6).alias("sample_period_ms"),
+        )
+        eff = (
+            df.filter(changed)
+            .group_by("gpu")
+            .agg((pl.col("ts").diff().dt.total_nanoseconds().median() / 1e6).alias("effective_period_ms"))
+        )
+        return base.join(eff, on="gpu", how="left").sort("gpu")
+
+    def power_semantics(self) -> dict:
+        kinds = {(s["power"]["kind"], s["power"].get("window_s")) for s in self.sources if s.get("power")}
+        if len(kinds) == 1:
+            kind, window = kinds.pop()
+            return {"kind": kind, "window_s": window}
+        return {"kind": "mixed" if kinds else "unknown", "window_s": None}
+
+    def dataset_summary(self) -> dict:
+        """The ``dataset`` object of the JSON contract."""
+        n = self.samples.height
+        periods = self.gpu_periods() if n else None
+        if n:
+            t = self.samples.select(pl.col("ts").min().alias("a"), pl.col("ts").max().alias("b")).row(0)
+            duration_s = (t[1] - t[0]).total_seconds()
+            start, end = t[0].isoformat(), t[1].isoformat()
+        else:
+            duration_s, start, end = 0.0, None, None
+        hosts = self.topology.get_column("host").n_unique() if self.topology.height else 0
+
+        def _median(col: str):
+            if periods is None or periods.height == 0:
+                return None
+            v = periods.get_column(col).median()
+            return None if v is None else round(float(v), 3)
+
+        return {
+            "gpus": self.samples.get_column("gpu").n_unique() if n else 0,
+            "hosts": int(hosts),
+            "samples": int(n),
+            "duration_s": round(duration_s, 6),
+            "start": start,
+            "end": end,
+            "sample_period_ms": _median("sample_period_ms"),
+            "effective_period_ms": _median("effective_period_ms"),
+            "power_semantics": self.power_semantics(),
+        }
+
+    def info(self) -> dict:
+        """The ``tracekit info --json`` object."""
+        return {
+            "schema": "tracekit.info/1",
+            "path": self.path,
+            "formats": sorted({s["format"] for s in self.sources}),
+            "sources": self.sources,
+            "dataset": self.dataset_summary(),
+            "data_quality": self.quality.to_dict(),
+            "models": sorted({m for m in self.topology.get_column("model").to_list() if m}),
+        }
+
+
+# -- opening ---------------------------------------------------------------------------
+def _read_options(options: dict) -> ReadOptions:
+    names = {f.name for f in fields(ReadOptions)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(f"unknown option(s) for tracekit.open: {unknown}; known: {sorted(names)}")
+    return ReadOptions(**options)
+
+
+def _trace_files(root: Path) -> tuple[list[Path], list[Path], Path | None]:
+    """(raw files, dataset folders, topology file) under a folder, sorted."""
+    from tracekit.io.dataset import is_dataset
+
+    files, datasets, topology = [], [], None
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        if is_dataset(here):
+            datasets.append(here)
+            dirnames[:] = []
+            continue
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = here / name
+            if name.lower() in TOPOLOGY_NAMES:
+                topology = p
+                continue
+            if p.suffix.lower() in SKIP_SUFFIXES or name.lower().startswith("readme"):
+                continue
+            files.append(p)
+    return files, datasets, topology
+
+
+def _read_raw(path: Path, opts: ReadOptions):
+    from tracekit.io.clean import clean_source
+    from tracekit.io.registry import detect_format
+
+    fmt = detect_format(path, opts)
+    src = fmt.read_file(path, opts)
+    samples, q = clean_source(src, opts)
+    source = {
+        "path": str(path),
+        "format": fmt.name,
+        "rows_read": q.rows_read,
+        "rows_used": q.rows_used,
+        "gpus": samples.get_column("gpu").n_unique() if samples.height else 0,
+        "power": src.power.to_dict(),
+        "notes": list(src.notes),
+    }
+    return samples, q, source, src.gpu_models
+
+
+def _read_canonical(path: Path):
+    from tracekit.io.dataset import read_dataset
+
+    samples, topology, manifest = read_dataset(path)
+    q = DataQuality()
+    if manifest.get("quality"):
+        q = DataQuality.from_dict(manifest["quality"])
+        if q.rows_used != samples.height:  # a dataset edited by hand: account for it as is
+            q = DataQuality(rows_read=samples.height, rows_used=samples.height)
+    else:
+        q.rows_read = q.rows_used = samples.height
+    source = {
+        "path": str(path),
+        "format": "canonical",
+        "rows_read": q.rows_read,
+        "rows_used": q.rows_used,
+        "gpus": samples.get_column("gpu").n_unique() if samples.height else 0,
+        "power": manifest.get("power") or {"kind": "unknown", "window_s": None, "field": ""},
+        "notes": [],
+    }
+    return samples, q, source, topology, manifest
+
+
+def _load_topology_file(path: Path) -> pl.DataFrame:
+    try:
+        df = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        raise InputError(f"unreadable topology file ({exc})", path=str(path)) from None
+    return canonical_topology(df)
+
+
+def _derive_topology(samples: pl.DataFrame, gpu_models: dict[str, str], model: str | None) -> pl.DataFrame:
+    gpus = samples.get_column("gpu").unique().sort()
+    topo = pl.DataFrame({"gpu": gpus}).with_columns(host_from_gpu(pl.col("gpu")).alias("host"))
+    names = [gpu_models.get(g) or model for g in gpus.to_list()]
+    spec_names, tdps = [], []
+    for n in names:
+        spec = find_gpu_spec(n) if n else None
+        spec_names.append(spec.name if spec else n)
+        tdps.append(spec.tdp_w if spec else None)
+    topo = topo.with_columns(
+        pl.Series("model", spec_names, dtype=pl.String), pl.Series("tdp_w", tdps, dtype=pl.Float64)
+    )
+    return canonical_topology(topo)
+
+
+def open_trace(path, *, topology=None, debug: bool = False, **options) -> TraceSet:
+    """Read a trace: a raw file, a folder of raw files, or a canonical dataset folder.
+
+    Parameters
+    ----------
+    path
+        File or folder (or a list of them).
+    topology
+        Optional topology file (CSV/Parquet with gpu, host, rack, row, model, tdp_w,
+        job) or frame; GPUs missing from it are excluded as ``unknown_gpu``.
+    **options
+        Fields of :class:`tracekit.io.base.ReadOptions` (``utc_offset_s``, ``tz``,
+        ``gpus_per_host``, ``gpu_model``, ``power_unit``, ``strict``...).
+
+    Returns
+    -------
+    TraceSet
+        Every row read is accounted for in ``TraceSet.quality``.  A file that cannot
+        be read is listed in ``quality.files_failed`` (or raises with ``strict``).
+    """
+    opts = _read_options(options)
+    paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    raw_files, datasets, topo_file = [], [], None
+    from tracekit.io.dataset import is_dataset
+
+    for p in paths:
+        if not p.exists():
+            raise InputError("no such file or folder", path=str(p))
+        if p.is_dir():
+            if is_dataset(p):
+                datasets.append(p)
+            else:
+                f, d, t = _trace_files(p)
+                raw_files += f
+                datasets += d
+                topo_file = topo_file or t
+        else:
+            raw_files.append(p)
+    if not raw_files and not datasets:
+        raise InputError("no trace files found in folder", path=str(paths[0]))
+
+    quality = DataQuality()
+    frames: list[pl.DataFrame] = []
+    sources: list[dict] = []
+    gpu_models: dict[str, str] = {}
+    topologies: list[pl.DataFrame] = []
+    manifest = None
+    for ds in datasets:
+        samples, q, source, topo, manifest = _read_canonical(ds)
+        frames.append(samples)
+        quality.merge(q)
+        sources.append(source)
+        topologies.append(topo)
+    for f in raw_files:
+        try:
+            samples, q, source, models = _read_raw(f, opts)
+        except TracekitError as exc:
+            if opts.strict or debug:
+                raise
+            quality.fail(str(f), str(exc))
+            continue
+        except Exception as exc:  # a reader bug must still name the file
+            if debug:
+                raise
+            err = InputError(f"could not parse ({type(exc).__name__}: {exc})", path=str(f))
+            if opts.strict:
+                raise err from exc
+            quality.fail(str(f), str(err))
+            continue
+        frames.append(samples)
+        quality.merge(q)
+        sources.append(source)
+        gpu_models.update(models)
+
+    if not frames:
+        first = quality.files_failed[0]
+        more = f" (and {len(quality.files_failed) - 1} more file(s))" if len(quality.files_failed) > 1 else ""
+        raise InputError(f"no readable trace files: {first['error']}{more}")
+
+    samples = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    if len(frames) > 1:
+        samples = samples.sort(["gpu", "ts"], maintain_order=True)
+        dup = pl.struct("gpu", "ts").is_first_distinct().not_()
+        n_dup = samples.select(dup.sum()).item()
+        if n_dup:
+            if opts.strict:
+                raise InputError(f"--strict: {n_dup} row(s) repeat a (gpu, ts) already read from another file")
+            ex = []
+            quality.exclude("duplicate_ts", n_dup, ex)
+            quality.rows_used -= n_dup
+            quality.warn(f"{n_dup} row(s) repeated a (gpu, ts) of another file and were dropped")
+            samples = samples.filter(~dup)
+
+    # Topology: explicit file/frame > one found in the folder > from datasets > derived.
+    topo = None
+    if topology is not None:
+        topo = topology if isinstance(topology, pl.DataFrame) else _load_topology_file(Path(topology))
+        topo = canonical_topology(topo)
+    elif topo_file is not None:
+        topo = _load_topology_file(topo_file)
+    if topo is not None:
+        known = topo.get_column("gpu")
+        unknown = ~pl.col("gpu").is_in(known.implode())
+        n_unknown = samples.select(unknown.sum()).item()
+        if n_unknown:
+            ex = []
+            if LINE_COLUMN in samples.columns:
+                ex = [f"gpu {g}" for g in samples.filter(unknown).get_column("gpu").unique().head(5).to_list()]
+            if opts.strict:
+                raise InputError(f"--strict: {n_unknown} row(s) of GPUs not in the topology ({', '.join(ex)})")
+            quality.exclude("unknown_gpu", n_unknown, ex)
+            quality.rows_used -= n_unknown
+            samples = samples.filter(~unknown)
+        topo = topo.filter(pl.col("gpu").is_in(samples.get_column("gpu").unique().implode()))
+    elif topologies and not raw_files:
+        topo = pl.concat(topologies).unique("gpu", keep="first").sort("gpu")
+    else:
+        derived = _derive_topology(samples, gpu_models, opts.gpu_model)
+        if topologies:
+            derived = pl.concat([*topologies, derived]).unique("gpu", keep="first").sort("gpu")
+        topo = derived
+    if LINE_COLUMN in samples.columns:
+        samples = samples.drop(LINE_COLUMN)
+    if samples.height == 0:
+        samples = empty_samples()
+    samples = samples.with_columns(pl.col("ts").cast(TS_DTYPE))
+    quality.check_balance()
+    return TraceSet(
+        samples=samples,
+        topology=topo,
+        quality=quality,
+        sources=sources,
+        path=", ".join(str(p) for p in paths),
+        manifest=manifest,
+    )
