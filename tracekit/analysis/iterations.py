@@ -1,0 +1,116 @@
+"""Training iterations: period by autocorrelation, per-iteration timing, stragglers.
+
+Synchronous data-parallel training repeats compute (near TDP) then communication
+(near idle) every iteration, on every GPU at once; the period is the lag of the first
+strong peak of the autocorrelation of the cluster power.  Stragglers are GPUs whose
+compute phases end consistently later than the others' in the same iteration.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from tracekit.analysis.spectrum import fill_missing
+
+MIN_PERIOD_S = 0.05
+MAX_PERIOD_S = 120.0
+MIN_PEAK_CORR = 0.3
+
+
+def autocorr_period_s(power_w: np.ndarray, step_s: float, *, min_period_s: float = MIN_PERIOD_S,
+                      max_period_s: float = MAX_PERIOD_S) -> tuple[float | None, float]:
+    """(period_s, peak correlation) of the strongest early autocorrelation peak.
+
+    The autocorrelation is computed with an FFT over the mean-removed series.  The
+    first local maximum whose correlation is at least 90 % of the best one within the
+    search range is taken (so a 2x harmonic does not win), refined by parabolic
+    interpolation to a fraction of a cell.  None when no peak reaches ``MIN_PEAK_CORR``.
+    """
+    x = fill_missing(np.asarray(power_w, dtype=np.float64))
+    n = len(x)
+    if n < 16 or not np.isfinite(x).all():
+        return None, 0.0
+    x = x - x.mean()
+    var = float(np.dot(x, x))
+    if var <= 0:
+        return None, 0.0
+    nfft = 1 << int(np.ceil(np.log2(2 * n)))
+    spec = np.fft.rfft(x, nfft)
+    ac = np.fft.irfft(spec * np.conj(spec), nfft)[:n] / var
+    # unbiased: divide by overlap so long lags are not penalised
+    ac = ac * n / np.maximum(n - np.arange(n), 1)
+    lo = max(1, int(min_period_s / step_s))
+    hi = min(n // 2, int(max_period_s / step_s) + 1)
+    if hi <= lo + 2:
+        return None, 0.0
+    seg = ac[lo:hi]
+    peaks = np.flatnonzero((seg[1:-1] >= seg[:-2]) & (seg[1:-1] > seg[2:])) + 1
+    if len(peaks) == 0:
+        return None, 0.0
+    best = seg[peaks].max()
+    if best < MIN_PEAK_CORR:
+        return None, float(best)
+    first = peaks[np.argmax(seg[peaks] >= 0.9 * best)]
+    i = lo + first
+    y0, y1, y2 = ac[i - 1], ac[i], ac[i + 1]
+    denom = y0 - 2 * y1 + y2
+    shift = 0.5 * (y0 - y2) / denom if denom != 0 else 0.0
+    return float((i + shift) * step_s), float(y1)
+
+
+def iteration_table(segments: pl.DataFrame, period_s: float, compute_phase: str = "compute") -> pl.DataFrame:
+    """Per iteration and GPU: compute start/end and compute / communication time.
+
+    Iterations are numbered by the cluster-wide order of compute segments: each GPU's
+    compute segments longer than 20 % of the period are matched to iteration
+    ``round((start - t0) / period)`` where t0 is the earliest compute start.
+    """
+    comp = segments.filter(
+        (pl.col("phase") == compute_phase)
+        & ((pl.col("end") - pl.col("start")).dt.total_nanoseconds() > 0.2 * period_s * 1e9)
+    )
+    if comp.height == 0:
+        return pl.DataFrame(schema={"iteration": pl.Int64, "gpu": pl.String, "compute_start": pl.Datetime("ns", "UTC"),
+                                    "compute_end": pl.Datetime("ns", "UTC"), "compute_s": pl.Float64})
+    t0 = comp.get_column("start").min()
+    period_ns = period_s * 1e9
+    return (
+        comp.with_columns(
+            ((pl.col("start") - t0).dt.total_nanoseconds() / period_ns).round().cast(pl.Int64).alias("iteration")
+        )
+        .group_by("iteration", "gpu")
+        .agg(
+            pl.col("start").min().alias("compute_start"),
+            pl.col("end").max().alias("compute_end"),
+            ((pl.col("end") - pl.col("start")).dt.total_nanoseconds().sum() / 1e9).alias("compute_s"),
+        )
+        .sort("iteration", "gpu")
+    )
+
+
+def find_stragglers(per_gpu_iter: pl.DataFrame, *, min_late_s: float | None = None,
+                    min_share: float = 0.5) -> pl.DataFrame:
+    """GPUs whose compute ends late in most iterations.
+
+    Lateness is the compute end minus the median compute end of the same iteration.
+    A GPU is a straggler when it is late by more than ``min_late_s`` (default: 3x the
+    median absolute lateness of all GPUs, at least 2 ms) in at least ``min_share`` of
+    the iterations it takes part in.
+    """
+    if per_gpu_iter.height == 0:
+        return pl.DataFrame(schema={"gpu": pl.String, "iterations": pl.UInt32, "late_share": pl.Float64,
+                                    "median_late_ms": pl.Float64})
+    lat = per_gpu_iter.with_columns(
+        ((pl.col("compute_end") - pl.col("compute_end").median().over("iteration")).dt.total_nanoseconds() / 1e9)
+        .alias("late_s")
+    )
+    if min_late_s is None:
+        mad = float(lat.get_column("late_s").abs().median() or 0.0)
+        min_late_s = max(3 * mad, 0.002)
+    per_gpu = lat.group_by("gpu").agg(
+        pl.len().cast(pl.UInt32).alias("iterations"),
+        (pl.col("late_s") > min_late_s).mean().alias("late_share"),
+        (pl.col("late_s").median() * 1e3).alias("median_late_ms"),
+    )
+    return per_gpu.filter(pl.col("late_share") >= min_share).sort("median_late_ms", descending=True)
