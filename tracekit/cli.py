@@ -146,6 +146,115 @@ def convert(src, dst, force: bool, **kw) -> None:
     )
 
 
+@cli.command(epilog=EPILOG, context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True), nargs=-1, required=True)
+@read_options
+@click.option("--workload", type=click.Choice(["auto", "training", "inference"]), default="auto", show_default=True,
+              help="Phase model: training (compute/communication) or inference (idle/token/prompt).")
+@click.option("--resolution", help="Grid step, e.g. 1ms (default: the median sampling period).")
+@click.option("--windows", default="100ms,1s,2s,5s,60s", show_default=True, help="Swing windows, comma-separated.")
+@click.option("--ramp-window", default="1s", show_default=True, help="Window for ramp rates.")
+@click.option("--align", default="none", show_default=True,
+              help="Per-host clock offsets: none, auto (cross-correlation) or a CSV/Parquet file (host, offset_s).")
+@click.option("--max-offset", default="500ms", show_default=True, help="Search bound of --align auto.")
+@click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False),
+              help="Grid rules TOML (window_change, ramp, band limits).")
+@click.option("--fail-on", multiple=True, metavar="METRIC>VALUE",
+              help="Exit 1 when a cluster metric exceeds VALUE, e.g. peak_over_tdp>0.9 (repeatable).")
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Write summary.json, tables and report.html.")
+@click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary.")
+def analyze(path, workload, resolution, windows, ramp_window, align, max_offset, rules_file, fail_on, output,
+            as_json, **kw) -> None:
+    """Phases, time-aligned cluster power, swings, spectrum, events and grid rules of PATH."""
+    from pathlib import Path
+
+    from tracekit.analysis.analyze import AnalyzeOptions
+    from tracekit.analysis.analyze import analyze as run_analyze
+    from tracekit.analysis.rules import load_rules
+    from tracekit.units import parse_duration_s
+
+    max_gap_s = parse_duration_s(kw.get("max_gap", "5s"), what="--max-gap")
+    opts = AnalyzeOptions(
+        workload=workload,
+        resolution_s=parse_duration_s(resolution, what="--resolution") if resolution else None,
+        max_gap_s=max_gap_s,
+        windows_s=tuple(parse_duration_s(w, what="--windows") for w in windows.split(",") if w.strip()),
+        ramp_window_s=parse_duration_s(ramp_window, what="--ramp-window"),
+        max_offset_s=parse_duration_s(max_offset, what="--max-offset"),
+        rules=load_rules(rules_file) if rules_file else [],
+    )
+    if align not in ("none", "auto"):
+        from tracekit.analysis.align import load_offsets
+
+        if not Path(align).is_file():
+            raise click.BadParameter(f"{align!r} is neither none, auto nor a file", param_hint="--align")
+        opts.align = load_offsets(align)
+    else:
+        opts.align = align
+    checks = [_parse_fail_on(f) for f in fail_on]
+    ts = open_from_cli(list(path), kw)
+    result = _with_progress(lambda step: run_analyze(ts, opts, progress=step), quiet=as_json)
+    summary = result.summary()
+    if output:
+        from tracekit.report.outputs import write_analysis
+
+        write_analysis(result, output)
+    if as_json:
+        emit_json(summary)
+    else:
+        from tracekit.report.terminal import print_analysis
+
+        print_analysis(summary)
+        if output:
+            click.echo(f"wrote {output}/ (summary.json, tables, report.html)")
+    breached = [f"{m} = {v} > {limit}" for m, limit, v in _evaluate_fail_on(checks, summary)]
+    for b in breached:
+        click.echo(f"tracekit: threshold breached: {b}", err=True)
+    if result.violations or breached:
+        raise click.exceptions.Exit(1)
+
+
+def _parse_fail_on(text: str) -> tuple[str, float]:
+    from tracekit.errors import ParameterError
+
+    if ">" not in text:
+        raise ParameterError(f"--fail-on takes METRIC>VALUE, e.g. peak_over_tdp>0.9; got {text!r}")
+    metric, value = text.split(">", 1)
+    try:
+        return metric.strip(), float(value)
+    except ValueError:
+        raise ParameterError(f"--fail-on value must be a number, got {value!r}") from None
+
+
+def _evaluate_fail_on(checks, summary):
+    from tracekit.errors import ParameterError
+
+    cluster = summary["levels"]["cluster"]["cluster"]
+    for metric, limit in checks:
+        if metric.startswith("swing_"):
+            window = metric[len("swing_"):]
+            v = cluster["swing"].get(window, {}).get("max_w")
+        elif metric in cluster and not isinstance(cluster[metric], dict):
+            v = cluster[metric]
+        else:
+            known = [k for k, x in cluster.items() if isinstance(x, (int, float))] + [
+                f"swing_{w}" for w in cluster["swing"]]
+            raise ParameterError(f"--fail-on: unknown metric {metric!r}; known: {', '.join(known)}")
+        if v is not None and v > limit:
+            yield metric, limit, v
+
+
+def _with_progress(fn, quiet: bool):
+    """Run ``fn(step)`` with a rich status line naming the current step (stderr)."""
+    if quiet:
+        return fn(lambda name: None)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with console.status("reading") as status:
+        return fn(lambda name: status.update(f"analyze: {name}"))
+
+
 @cli.command(context_settings=CONTEXT)
 def formats() -> None:
     """List the input formats tracekit detects."""
