@@ -86,12 +86,15 @@ def print_analysis(summary: dict, console: Console | None = None) -> None:
     for col in ("level", "group", "peak kW", "mean kW", "min kW", "peak/TDP", "swing 1s kW", "ramp up kW/s",
                 "coincidence"):
         t.add_column(col, justify="left" if col in ("level", "group") else "right")
-    previous = None
+    previous, blocks = None, []
     for level, groups in reversed(list(summary["levels"].items())):
         items = list(groups.items())
-        if previous is not None and [m["peak_w"] for _, m in items] == previous and level != "cluster":
+        peaks = [m["peak_w"] for _, m in items]
+        if previous is not None and peaks == previous and level != "cluster":
             continue  # same groups as the level below (e.g. rack = host without a topology)
-        previous = [m["peak_w"] for _, m in items]
+        previous = peaks
+        blocks.append((level, items))
+    for level, items in reversed(blocks):
         for group, m in items[:8]:
             sw1 = m["swing"].get("1s", {}).get("max_w")
             t.add_row(level, group, _kw(m["peak_w"]), _kw(m["mean_w"]), _kw(m["min_w"]), _fmt(m.get("peak_over_tdp")),
