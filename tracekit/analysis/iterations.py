@@ -16,6 +16,9 @@ from tracekit.analysis.spectrum import fill_missing
 MIN_PERIOD_S = 0.05
 MAX_PERIOD_S = 120.0
 MIN_PEAK_CORR = 0.3
+#: the first peak reaching this share of the best one wins (harmonics and slow
+#: checkpoint cycles must not)
+PEAK_SHARE = 0.5
 
 
 def autocorr_period_s(power_w: np.ndarray, step_s: float, *, min_period_s: float = MIN_PERIOD_S,
@@ -23,7 +26,7 @@ def autocorr_period_s(power_w: np.ndarray, step_s: float, *, min_period_s: float
     """(period_s, peak correlation) of the strongest early autocorrelation peak.
 
     The autocorrelation is computed with an FFT over the mean-removed series.  The
-    first local maximum whose correlation is at least 90 % of the best one within the
+    first local maximum whose correlation is at least half the best one within the
     search range is taken (so a 2x harmonic does not win), refined by parabolic
     interpolation to a fraction of a cell.  None when no peak reaches ``MIN_PEAK_CORR``.
     """
@@ -38,8 +41,6 @@ def autocorr_period_s(power_w: np.ndarray, step_s: float, *, min_period_s: float
     nfft = 1 << int(np.ceil(np.log2(2 * n)))
     spec = np.fft.rfft(x, nfft)
     ac = np.fft.irfft(spec * np.conj(spec), nfft)[:n] / var
-    # unbiased: divide by overlap so long lags are not penalised
-    ac = ac * n / np.maximum(n - np.arange(n), 1)
     lo = max(1, int(min_period_s / step_s))
     hi = min(n // 2, int(max_period_s / step_s) + 1)
     if hi <= lo + 2:
@@ -51,7 +52,7 @@ def autocorr_period_s(power_w: np.ndarray, step_s: float, *, min_period_s: float
     best = seg[peaks].max()
     if best < MIN_PEAK_CORR:
         return None, float(best)
-    first = peaks[np.argmax(seg[peaks] >= 0.9 * best)]
+    first = peaks[np.argmax(seg[peaks] >= PEAK_SHARE * best)]
     i = lo + first
     y0, y1, y2 = ac[i - 1], ac[i], ac[i + 1]
     denom = y0 - 2 * y1 + y2
