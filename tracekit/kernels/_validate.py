@@ -1,0 +1,180 @@
+"""Input checks shared by the kernel wrappers.
+
+Each public kernel wrapper turns its inputs (NumPy, Polars, Arrow) into contiguous
+NumPy arrays with these helpers, then calls one private Numba kernel with arrays
+and scalars only.  Every failure is a :class:`~tracekit.errors.SchemaError`
+(wrong dtype, shape, order) or :class:`~tracekit.errors.ParameterError` (a value
+out of range) whose one-line message names the function and the argument.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from tracekit.errors import ParameterError, SchemaError
+
+#: Sentinel for "no timestamp" in int64 nanosecond state arrays.
+NO_TS = np.iinfo(np.int64).min
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _to_numpy(x: object) -> np.ndarray:
+    """A NumPy view of ``x`` (ndarray, Polars Series, Arrow array, list)."""
+    if isinstance(x, np.ndarray):
+        return x
+    to_numpy = getattr(x, "to_numpy", None)
+    if to_numpy is not None:  # Polars Series, pyarrow Array / ChunkedArray
+        try:
+            return np.asarray(to_numpy())
+        except TypeError:  # pyarrow wants zero_copy_only=False for nulls
+            return np.asarray(to_numpy(zero_copy_only=False))
+    return np.asarray(x)
+
+
+def float_array(func: str, name: str, x: object, *, ndim: int = 1) -> np.ndarray:
+    """``x`` as a C-contiguous float32 or float64 array (NaN marks missing values)."""
+    arr = _to_numpy(x)
+    if arr.dtype not in _FLOATS:
+        raise SchemaError(
+            f"{func}: {name} must be float32 or float64 (NaN for missing), got {arr.dtype}; "
+            f"cast it first, e.g. {name}.astype(np.float32)"
+        )
+    if arr.ndim != ndim:
+        raise SchemaError(f"{func}: {name} must be {ndim}-D, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def float64_array(func: str, name: str, x: object, *, ndim: int = 1) -> np.ndarray:
+    """``x`` as a C-contiguous float64 array (float32 and integers are widened)."""
+    arr = _to_numpy(x)
+    if arr.dtype.kind not in "fiu":
+        raise SchemaError(f"{func}: {name} must be numeric, got {arr.dtype}")
+    if arr.ndim != ndim:
+        raise SchemaError(f"{func}: {name} must be {ndim}-D, got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def int_array(func: str, name: str, x: object) -> np.ndarray:
+    """``x`` as a C-contiguous 1-D int64 array (any integer dtype is accepted)."""
+    arr = _to_numpy(x)
+    if arr.dtype.kind not in "iu":
+        raise SchemaError(f"{func}: {name} must be an integer array, got {arr.dtype}")
+    if arr.ndim != 1:
+        raise SchemaError(f"{func}: {name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise SchemaError(f"{func}: {name} has values above the int64 range")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def ts_array(func: str, name: str, x: object, *, check_sorted: bool = True) -> np.ndarray:
+    """Timestamps as C-contiguous int64 nanoseconds, checked non-decreasing.
+
+    Accepts int64 nanoseconds or ``datetime64`` of any unit (converted to ns); a
+    Polars ``Datetime`` Series arrives as ``datetime64``.  NaT is rejected.  With
+    ``check_sorted=False`` the order is left to the caller (see
+    :func:`check_sorted_runs`).
+    """
+    arr = _to_numpy(x)
+    if arr.ndim != 1:
+        raise SchemaError(f"{func}: {name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "M":
+        if np.isnat(arr).any():
+            raise SchemaError(f"{func}: {name} contains NaT; drop rows without a timestamp first")
+        arr = arr.astype("datetime64[ns]").view(np.int64)
+    elif arr.dtype.kind in "iu":
+        arr = arr.astype(np.int64, copy=False)
+    else:
+        raise SchemaError(
+            f"{func}: {name} must be int64 nanoseconds or datetime64, got {arr.dtype}"
+        )
+    arr = np.ascontiguousarray(arr)
+    if check_sorted:
+        check_sorted_runs(func, name, arr, None)
+    return arr
+
+
+def check_sorted_runs(func: str, name: str, ts: np.ndarray, offsets: np.ndarray | None) -> None:
+    """SchemaError unless ``ts`` is non-decreasing within each ``offsets`` run.
+
+    ``offsets`` (CSR style, ``ts[offsets[g]:offsets[g+1]]`` is run ``g``) may be
+    None for a single run.
+    """
+    if ts.size < 2:
+        return
+    bad = np.diff(ts) < 0
+    if offsets is not None and offsets.size > 2:
+        inner = offsets[1:-1]
+        inner = inner[(inner > 0) & (inner < ts.size)]
+        bad[inner - 1] = False  # a new run may start earlier than the previous one ended
+    if bad.any():
+        i = int(np.argmax(bad))
+        where = ""
+        if offsets is not None:
+            g = int(np.searchsorted(offsets, i, side="right") - 1)
+            where = f" (run {g})"
+        raise SchemaError(
+            f"{func}: {name} must be sorted ascending{where}; sample {i + 1} ({ts[i + 1]} ns) "
+            f"comes before sample {i} ({ts[i]} ns); sort by time first"
+        )
+
+
+def same_length(func: str, **arrays: np.ndarray) -> int:
+    """The common length of ``arrays``; SchemaError naming them if they differ."""
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{k}={v}" for k, v in lengths.items())
+        raise SchemaError(f"{func}: arrays must have the same length, got {shown}")
+    return next(iter(lengths.values())) if lengths else 0
+
+
+def int_param(func: str, name: str, value: object, *, minimum: int | None = None) -> int:
+    """An integer parameter, optionally bounded below."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ParameterError(f"{func}: {name} must be an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ParameterError(f"{func}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def float_param(
+    func: str,
+    name: str,
+    value: object,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_min: bool = False,
+    strict_max: bool = False,
+) -> float:
+    """A finite real parameter within optional bounds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ParameterError(f"{func}: {name} must be a number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ParameterError(f"{func}: {name} must be finite, got {value}")
+    if minimum is not None and (value <= minimum if strict_min else value < minimum):
+        op = ">" if strict_min else ">="
+        raise ParameterError(f"{func}: {name} must be {op} {minimum}, got {value}")
+    if maximum is not None and (value >= maximum if strict_max else value > maximum):
+        op = "<" if strict_max else "<="
+        raise ParameterError(f"{func}: {name} must be {op} {maximum}, got {value}")
+    return value
+
+
+def out_array(
+    func: str, name: str, arr: object, shape: tuple[int, ...], dtype: type
+) -> np.ndarray:
+    """A caller-supplied output/accumulator array: right dtype, shape, contiguous, writable."""
+    if not isinstance(arr, np.ndarray):
+        raise SchemaError(f"{func}: {name} must be a NumPy array, got {type(arr).__name__}")
+    if arr.dtype != np.dtype(dtype):
+        raise SchemaError(f"{func}: {name} must have dtype {np.dtype(dtype)}, got {arr.dtype}")
+    if arr.shape != shape:
+        raise SchemaError(f"{func}: {name} must have shape {shape}, got {arr.shape}")
+    if not arr.flags.c_contiguous or not arr.flags.writeable:
+        raise SchemaError(f"{func}: {name} must be a writable C-contiguous array")
+    return arr
