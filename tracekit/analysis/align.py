@@ -3,7 +3,7 @@
 Hosts log with their own clocks.  In synchronous training every GPU changes phase
 at the same true time, so a host whose clock runs ahead shows its edges early.
 ``--align auto`` estimates each host's offset by cross-correlating the derivative
-of the host's gridded power with that of the rest of the cluster, searching only
+(rising edges) of the host's gridded power with that of the rest of the cluster, searching only
 lags within +- ``max_offset_s`` (bounded), with parabolic refinement to a fraction
 of a grid cell.  The offsets are then subtracted from the host's timestamps.
 """
@@ -48,32 +48,63 @@ def estimate_offsets(host_power_w: np.ndarray, step_s: float, max_offset_s: floa
         return offsets
     filled = np.vstack([fill_missing(row) for row in x])
     filled = np.where(np.isfinite(filled), filled, 0.0)
-    d = np.diff(filled, axis=1)
+    # Rising edges only: compute starts right after the collective that ends each
+    # iteration, on every GPU at the same true time, while compute ends differ
+    # (stragglers, jitter).
+    d = np.clip(np.diff(filled, axis=1), 0.0, None)
     total = d.sum(axis=0)
     max_lag = int(min(n // 4, round(max_offset_s / step_s)))
-    lags = np.arange(-max_lag, max_lag + 1)
-    for h in range(n_hosts):
-        a = d[h]
-        b = total - a
-        if not a.any() or not b.any():
-            continue
-        corr = np.empty(len(lags))
-        for j, lag in enumerate(lags):
-            # host signal at t + lag vs rest at t: positive lag -> host late
-            if lag >= 0:
-                corr[j] = np.dot(a[lag:], b[: len(b) - lag])
-            else:
-                corr[j] = np.dot(a[: len(a) + lag], b[-lag:])
-        k = int(np.argmax(corr))
-        shift = 0.0
-        if 0 < k < len(lags) - 1:
-            y0, y1, y2 = corr[k - 1], corr[k], corr[k + 1]
-            denom = y0 - 2 * y1 + y2
-            shift = 0.5 * (y0 - y2) / denom if denom != 0 else 0.0
-        # a host whose clock runs ahead by o records an edge at t + o: its series is
-        # the rest shifted right, so the best lag is +o.
-        offsets[h] = (lags[k] + shift) * step_s
+    # Hosts are aligned to the rest of the cluster, which is itself misaligned at
+    # first: iterate, shifting each host by its estimate before the next round.
+    cells = np.zeros(n_hosts, dtype=np.int64)
+    for _ in range(ROUNDS):
+        aligned = np.vstack([_shift(d[h], -cells[h]) for h in range(n_hosts)])
+        total = aligned.sum(axis=0)
+        step_cells = np.zeros(n_hosts, dtype=np.int64)
+        for h in range(n_hosts):
+            lag, frac = _best_lag(aligned[h], total - aligned[h], max_lag)
+            step_cells[h] = lag
+            offsets[h] = (cells[h] + lag + frac) * step_s
+        if not step_cells.any():
+            break
+        cells = np.clip(cells + step_cells, -max_lag, max_lag)
     return offsets - np.median(offsets)
+
+
+ROUNDS = 6
+
+
+def _shift(x: np.ndarray, k: int) -> np.ndarray:
+    """x moved by k cells (positive: later), zero-filled."""
+    out = np.zeros_like(x)
+    if k > 0:
+        out[k:] = x[:-k]
+    elif k < 0:
+        out[:k] = x[-k:]
+    else:
+        out[:] = x
+    return out
+
+
+def _best_lag(a: np.ndarray, b: np.ndarray, max_lag: int) -> tuple[int, float]:
+    """Integer lag (a later than b by lag cells) maximising the cross-correlation,
+    and a parabolic sub-cell refinement."""
+    if not a.any() or not b.any():
+        return 0, 0.0
+    lags = np.arange(-max_lag, max_lag + 1)
+    corr = np.empty(len(lags))
+    for j, lag in enumerate(lags):
+        if lag >= 0:
+            corr[j] = np.dot(a[lag:], b[: len(b) - lag])
+        else:
+            corr[j] = np.dot(a[: len(a) + lag], b[-lag:])
+    k = int(np.argmax(corr))
+    frac = 0.0
+    if 0 < k < len(lags) - 1:
+        y0, y1, y2 = corr[k - 1], corr[k], corr[k + 1]
+        denom = y0 - 2 * y1 + y2
+        frac = 0.5 * (y0 - y2) / denom if denom != 0 else 0.0
+    return int(lags[k]), float(frac)
 
 
 def load_offsets(path: Path | str) -> dict[str, float]:
