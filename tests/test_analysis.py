@@ -1,0 +1,149 @@
+"""analyze end to end on synthetic ground truth, and against outside references."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from tracekit.analysis.analyze import analyze
+from tracekit.analysis.phases import detect, gpu_arrays
+from tracekit.analysis.rules import load_rules
+from tracekit.analysis.spectrum import welch_spectrum
+from tracekit.errors import InputError
+from tracekit.quality import DataQuality
+from tracekit.synth import inference, training
+from tracekit.traceset import TraceSet
+
+
+def _traceset(result) -> TraceSet:
+    s = result.samples.drop([c for c in result.samples.columns if c.startswith("truth")])
+    q = DataQuality(rows_read=s.height, rows_used=s.height)
+    return TraceSet(s, result.topology, q, [{"path": "synth", "format": "synth", "power": result.power.to_dict()}])
+
+
+def _accuracy(result, workload: str) -> float:
+    ts = _traceset(result)
+    det = detect(gpu_arrays(ts.samples, ts.topology), workload=workload, effective_period_s=0.001,
+                 sample_period_s=0.001)
+    codes = {int(k): v for k, v in result.truth["phase_codes"].items()} if isinstance(
+        next(iter(result.truth["phase_codes"])), str) and next(iter(result.truth["phase_codes"])).isdigit() else {
+        int(v): k for k, v in result.truth["phase_codes"].items()}
+    truth = np.array([codes[c] for c in range(max(codes) + 1)])[result.samples.get_column("truth_phase").to_numpy()]
+    if workload == "training":  # checkpoint and idle sit at the low level; ramps are transitions
+        truth = np.where(np.isin(truth, ["checkpoint", "idle"]), "communication", truth)
+    pred = np.array(list(det.names) + ["none"])[det.labels]
+    scored = np.isin(truth, det.names)
+    assert scored.mean() > 0.85
+    return float((pred[scored] == truth[scored]).mean())
+
+
+@pytest.fixture(scope="module")
+def train():
+    return training(gpus=32, seconds=25, seed=1, noise_w=25.0)
+
+
+def test_training_phase_accuracy_period_straggler_checkpoints(train):
+    assert _accuracy(train, "training") >= 0.98
+    a = analyze(_traceset(train))
+    s = a.summary()
+    assert a.workload == "training"
+    true_period = train.truth["iteration_period_s"]
+    assert s["iterations"]["period_s"] == pytest.approx(true_period, rel=0.01)
+    assert {x["gpu"] for x in train.truth["stragglers"]} <= set(s["iterations"]["stragglers"])
+    dips = [e for e in s["events"] if e["kind"] == "dip"]
+    for cp in train.truth["checkpoints"]:
+        t_mid = np.datetime64(train.truth["start"].replace("+00:00", "")) + np.timedelta64(
+            int((cp["start_s"] + cp["end_s"]) / 2 * 1e9), "ns")
+        assert any(np.datetime64(e["start"][:-6]) <= t_mid <= np.datetime64(e["end"][:-6]) for e in dips), cp
+
+
+@pytest.mark.parametrize("model", ["A100", "H100"])
+def test_inference_phase_accuracy(model):
+    r = inference(gpus=4, seconds=40, seed=3, gpu_model=model)
+    assert _accuracy(r, "inference") >= 0.98
+    assert analyze(_traceset(r)).workload == "inference"
+
+
+def test_clock_offsets_recovered_within_one_sample():
+    r = training(gpus=32, seconds=15, seed=4, host_offset_ms=30)
+    a = analyze(_traceset(r), align="auto")
+    est = np.array([a.offsets_s[h] for h in sorted(a.offsets_s)]) * 1e3
+    true = np.array([r.truth["host_offsets_ms"][h] for h in sorted(a.offsets_s)])
+    err = (est - np.median(est)) - (true - np.median(true))
+    assert np.abs(err).max() < 1.0  # ms; the sampling period is 1 ms
+
+
+def test_aggregation_equals_polars_group_by(train):
+    """Samples on the grid: a cell's mean is the sample, so the cluster series is a
+    plain sum per timestamp."""
+    a = analyze(_traceset(train), windows_s=(1.0,))
+    s = train.samples
+    ref = s.group_by("ts").agg(pl.col("power_w").cast(pl.Float64).sum().alias("ref"), pl.len().alias("n")).sort("ts")
+    got = a.cluster_power.with_columns(pl.col("ts").dt.replace_time_zone("UTC")).join(ref, on="ts", how="inner")
+    full = got.filter(pl.col("n") == s.get_column("gpu").n_unique())
+    assert full.height > 0.9 * ref.height
+    np.testing.assert_allclose(full.get_column("power_w").to_numpy(), full.get_column("ref").to_numpy(), rtol=1e-5)
+
+
+def test_energy_conserved_between_segments_and_grid(train):
+    a = analyze(_traceset(train))
+    grid_energy = float(np.nansum(a.cluster_power.get_column("power_w").to_numpy()) * 1e-3)
+    seg_energy = float(a.phases.get_column("energy_j").sum())
+    assert grid_energy == pytest.approx(seg_energy, rel=1e-6)
+
+
+def test_spectrum_matches_scipy_and_finds_the_tone():
+    from scipy.signal import welch
+
+    step = 0.01
+    t = np.arange(6000) * step
+    x = 1000 + 300 * np.sign(np.sin(2 * np.pi * 0.8 * t)) + np.random.default_rng(0).normal(0, 5, len(t))
+    spec = welch_spectrum(x, step)
+    f, p = welch(x, fs=1 / step, nperseg=2000, detrend="constant")
+    np.testing.assert_allclose(spec.psd_w2_per_hz, p, rtol=1e-9)
+    assert spec.dominant_hz == pytest.approx(0.8, abs=0.05)
+    assert spec.band_share > 0.95
+
+
+def test_rules_and_fail_on_exit_codes(tmp_path, train):
+    from tracekit.cli import cli
+    from tracekit.io.dataset import DatasetWriter
+
+    with DatasetWriter(tmp_path / "ds", topology=train.topology) as w:
+        w.write(train.samples)
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "5 s change"\nkind = "window_change"\nwindow = "5s"\nlimit_w = 5000\n')
+    runner = CliRunner()
+    r = runner.invoke(cli, ["analyze", str(tmp_path / "ds"), "--json", "--rules", str(rules)])
+    assert r.exit_code == 1, r.output
+    summary = json.loads(r.output)
+    assert summary["violations"] and summary["violations"][0]["rule"] == "5 s change"
+    assert summary["schema"] == "tracekit.analyze/1"
+    for key in ("dataset", "data_quality", "workload", "phases", "iterations", "levels", "events"):
+        assert key in summary
+    c = summary["levels"]["cluster"]["cluster"]
+    for key in ("peak_w", "mean_w", "min_w", "p99_w", "peak_over_tdp", "swing", "ramp_up_w_per_s",
+                "ramp_down_w_per_s", "dominant_hz", "band_share", "coincidence_factor"):
+        assert key in c
+    r = runner.invoke(cli, ["analyze", str(tmp_path / "ds"), "--json", "--fail-on", "peak_over_tdp>2"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["analyze", str(tmp_path / "ds"), "--json", "--fail-on", "peak_over_tdp>0.5"])
+    assert r.exit_code == 1
+    out = tmp_path / "out"
+    r = runner.invoke(cli, ["analyze", str(tmp_path / "ds"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in out.iterdir()} >= {"summary.json", "report.html", "phases.parquet",
+                                                "cluster_power.parquet", "swings.parquet", "events.parquet",
+                                                "gpu_stats.parquet", "iterations.parquet"}
+    assert "<img src=\"data:image/png;base64," in (out / "report.html").read_text()
+
+
+def test_bad_rules_file_names_it(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text('[[rule]]\nkind = "window_change"\nwindow = "5s"\n')
+    with pytest.raises(InputError, match=r"r.toml: rule 1: missing limit_w"):
+        load_rules(p)
