@@ -255,6 +255,83 @@ def _with_progress(fn, quiet: bool):
         return fn(lambda name: status.update(f"analyze: {name}"))
 
 
+@cli.group(context_settings=CONTEXT, epilog=EPILOG)
+def synth() -> None:
+    """Generate synthetic traces with ground truth (training or inference)."""
+
+
+def _synth_common(fn):
+    decorators = [
+        click.option("-o", "--output", required=True, type=click.Path(), help="Output dataset folder."),
+        click.option("--format", "raw_format", default="canonical", show_default=True,
+                     help="canonical, or a raw format to also exercise the readers: nvsmi_csv, "
+                          "nvsmi_csv_noindex, dcgmi_dmon, dcgm_exporter, zeus_json (written as OUTPUT file)."),
+        click.option("--gpus", type=int, help="Number of GPUs."),
+        click.option("--seconds", type=float, help="Trace length in seconds."),
+        click.option("--rate", "rate_hz", type=float, default=1000.0, show_default=True, help="Samples per second."),
+        click.option("--gpu-model", help="GPU model from the spec table (H100, A100, B200, ...)."),
+        click.option("--gpus-per-host", type=int, default=8, show_default=True),
+        click.option("--host-offset-ms", type=float, default=0.0, show_default=True,
+                     help="Spread of per-host clock offsets."),
+        click.option("--drop-fraction", type=float, default=0.0, show_default=True, help="Share of samples dropped."),
+        click.option("--average-window", "average_window_s", type=float,
+                     help="Report a moving average over this many seconds (1 = H100 NVML power.draw)."),
+        click.option("--update-period", "update_period_s", type=float,
+                     help="Counter update period in seconds (repeated values in between)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--force", is_flag=True, help="Replace OUTPUT if it exists."),
+    ]
+    for dec in reversed(decorators):
+        fn = dec(fn)
+    return fn
+
+
+def _run_synth(kind: str, output: str, raw_format: str, force: bool, params: dict) -> None:
+    from tracekit import synth as synth_lib
+
+    params = {k: v for k, v in params.items() if v is not None}
+    gen = synth_lib.training if kind == "training" else synth_lib.inference
+    if raw_format == "canonical":
+        result = gen(output, overwrite=force, **params)
+        truth = result.truth
+        n_gpus = result.topology.height
+        click.echo(f"wrote {output}: {kind} dataset, {n_gpus} GPUs x {truth.get('samples_per_gpu')} samples, "
+                   "ground truth in manifest.json (synth) and truth_* columns")
+    else:
+        from pathlib import Path
+
+        if Path(output).exists() and not force:
+            from tracekit.errors import InputError
+
+            raise InputError("output already exists (pass --force)", path=output)
+        result = gen(None, **params)
+        synth_lib.write_raw(result, output, raw_format)
+        click.echo(f"wrote {output} ({raw_format})")
+
+
+@synth.command("training", context_settings=CONTEXT)
+@_synth_common
+@click.option("--iteration", "iteration_s", type=float, default=1.0, show_default=True, help="Iteration time, s.")
+@click.option("--compute-fraction", type=float, default=0.75, show_default=True)
+@click.option("--stragglers", type=int, default=1, show_default=True)
+@click.option("--checkpoint-every", "checkpoint_every_s", type=float, default=10.0, show_default=True)
+@click.option("--noise-w", type=float, help="Per-sample noise (W, standard deviation).")
+def synth_training(output, raw_format, force, **params) -> None:
+    """Synchronous data-parallel training: compute/communication, stragglers, checkpoints."""
+    _run_synth("training", output, raw_format, force, params)
+
+
+@synth.command("inference", context_settings=CONTEXT)
+@_synth_common
+@click.option("--tp", type=int, default=1, show_default=True, help="Tensor-parallel group size.")
+@click.option("--arrival-rate", "arrival_rate_hz", type=float, default=0.25, show_default=True,
+              help="Poisson request arrivals per second (per group).")
+@click.option("--noise-w", type=float, help="Per-sample noise (W, standard deviation).")
+def synth_inference(output, raw_format, force, **params) -> None:
+    """LLM serving: prompt bursts, token plateaus, idle."""
+    _run_synth("inference", output, raw_format, force, params)
+
+
 @cli.command(context_settings=CONTEXT)
 def formats() -> None:
     """List the input formats tracekit detects."""
