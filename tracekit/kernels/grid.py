@@ -1,0 +1,434 @@
+"""Alignment of per-GPU power series onto one time grid, conserving energy.
+
+Each GPU's samples define a zero-order-hold (ZOH) signal: sample ``i`` holds its
+power from ``ts[i]`` until ``ts[i+1]`` when the gap ``ts[i+1] - ts[i]`` is at
+most ``max_gap_ns``; across a longer gap it holds for ``hold_ns`` (the typical
+sampling period) and the rest of the gap is missing.  The last sample of a
+series holds for ``hold_ns``.  NaN samples hold "missing" over their interval.
+
+For every grid cell ``[t0 + c*step, t0 + (c+1)*step)`` the kernels add the
+signal's energy (W*s = J) and the time it covers (s) into accumulator arrays.
+The time-weighted cell mean is ``energy_j / covered_s``; coverage is
+``covered_s / step_s``.  Because only sums are accumulated:
+
+* energy is conserved exactly: the cells' energy is the integral of the ZOH
+  signal over the grid span;
+* GPUs add into host / rack / cluster rows directly (``group_of_gpu``), in any
+  order (append / combine = addition);
+* chunks of one GPU combine exactly when the last sample of each chunk is
+  carried into the next (:class:`GridAccumulator` does this with a small carry
+  array per GPU).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tracekit.errors import ParameterError, SchemaError
+from tracekit.kernels._jit import kernel
+from tracekit.kernels._validate import (
+    NO_TS,
+    check_sorted_runs,
+    float_array,
+    int_array,
+    int_param,
+    out_array,
+    same_length,
+    ts_array,
+)
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+# Layout of the params array (int64) given to the kernel.
+_P_T0, _P_STEP, _P_N_CELLS, _P_MAX_GAP, _P_HOLD = range(5)
+
+
+class TimeGrid(NamedTuple):
+    """A regular time grid: cells ``[t0_ns + c*step_ns, t0_ns + (c+1)*step_ns)``."""
+
+    t0_ns: int
+    step_ns: int
+    n_cells: int
+
+    @property
+    def end_ns(self) -> int:
+        """End of the last cell, ns."""
+        return self.t0_ns + self.step_ns * self.n_cells
+
+    @property
+    def step_s(self) -> float:
+        """Cell width, s."""
+        return self.step_ns * 1e-9
+
+    def cell_starts_ns(self) -> NDArray[np.int64]:
+        """Start time of every cell, int64 ns."""
+        return self.t0_ns + self.step_ns * np.arange(self.n_cells, dtype=np.int64)
+
+
+def time_grid(t0_ns: int, step_ns: int, n_cells: int) -> TimeGrid:
+    """A validated :class:`TimeGrid` (step > 0, n_cells >= 0, end within int64)."""
+    func = "time_grid"
+    t0 = int_param(func, "t0_ns", t0_ns)
+    step = int_param(func, "step_ns", step_ns, minimum=1)
+    n = int_param(func, "n_cells", n_cells, minimum=0)
+    if not (np.iinfo(np.int64).min < t0 <= _INT64_MAX - step * n):
+        raise ParameterError(f"{func}: t0_ns + step_ns * n_cells leaves the int64 ns range")
+    return TimeGrid(t0, step, n)
+
+
+def _grid_param(func: str, grid: object) -> TimeGrid:
+    if not isinstance(grid, tuple) or len(grid) != 3:
+        raise ParameterError(f"{func}: grid must be a TimeGrid(t0_ns, step_ns, n_cells), got {grid!r}")
+    return time_grid(*grid)
+
+
+@kernel
+def _add_interval(a, b, p, t0, step, n_cells, row, energy_j, covered_s):
+    """Add power ``p`` held over [a, b) ns into the cells of row ``row``."""
+    if np.isnan(p):
+        return
+    grid_end = t0 + step * n_cells
+    if a < t0:
+        a = t0
+    if b > grid_end:
+        b = grid_end
+    if b <= a:
+        return
+    c = (a - t0) // step
+    cell_start = t0 + c * step
+    while cell_start < b:
+        cell_end = cell_start + step
+        lo = a if a > cell_start else cell_start
+        hi = b if b < cell_end else cell_end
+        dt_s = (hi - lo) * 1e-9
+        energy_j[row, c] += p * dt_s
+        covered_s[row, c] += dt_s
+        c += 1
+        cell_start = cell_end
+
+
+@kernel
+def _hold_end(t, t_next, max_gap_ns, hold_ns):
+    """End of the hold of a sample at ``t`` followed by one at ``t_next``."""
+    if t_next - t <= max_gap_ns:
+        return t_next
+    end = t + hold_ns
+    return end if end < t_next else t_next
+
+
+@kernel
+def _accumulate_grid_kernel(
+    ts_ns, power_w, gpu_offsets, group_of_gpu, params, final, carry_ts, carry_power, energy_j, covered_s
+):
+    t0 = params[_P_T0]
+    step = params[_P_STEP]
+    n_cells = params[_P_N_CELLS]
+    max_gap = params[_P_MAX_GAP]
+    hold = params[_P_HOLD]
+    n_gpus = gpu_offsets.shape[0] - 1
+    for g in range(n_gpus):
+        row = group_of_gpu[g]
+        lo = gpu_offsets[g]
+        hi = gpu_offsets[g + 1]
+        if carry_ts[g] != NO_TS:  # last sample of this GPU's previous chunk
+            if hi > lo:
+                end = _hold_end(carry_ts[g], ts_ns[lo], max_gap, hold)
+            elif final:
+                end = carry_ts[g] + hold
+            else:
+                continue  # nothing new for this GPU: keep carrying
+            _add_interval(carry_ts[g], end, carry_power[g], t0, step, n_cells, row, energy_j, covered_s)
+            carry_ts[g] = NO_TS
+        if hi == lo:
+            continue
+        for i in range(lo, hi - 1):
+            end = _hold_end(ts_ns[i], ts_ns[i + 1], max_gap, hold)
+            _add_interval(ts_ns[i], end, power_w[i], t0, step, n_cells, row, energy_j, covered_s)
+        last = hi - 1
+        if final:
+            _add_interval(
+                ts_ns[last], ts_ns[last] + hold, power_w[last], t0, step, n_cells, row, energy_j, covered_s
+            )
+        else:
+            carry_ts[g] = ts_ns[last]
+            carry_power[g] = power_w[last]
+
+
+def _hold_params(func: str, max_gap_ns: object, hold_ns: object) -> tuple[int, int]:
+    max_gap = int_param(func, "max_gap_ns", max_gap_ns, minimum=0)
+    hold = int_param(func, "hold_ns", hold_ns, minimum=0)
+    return max_gap, hold
+
+
+def _params(grid: TimeGrid, max_gap: int, hold: int) -> np.ndarray:
+    return np.array([grid.t0_ns, grid.step_ns, grid.n_cells, max_gap, hold], dtype=np.int64)
+
+
+def _check_offsets(func: str, gpu_offsets: object, n_samples: int) -> np.ndarray:
+    offsets = int_array(func, "gpu_offsets", gpu_offsets)
+    if offsets.size < 1 or offsets[0] != 0 or offsets[-1] != n_samples:
+        raise SchemaError(
+            f"{func}: gpu_offsets must start at 0 and end at the number of samples ({n_samples}), "
+            f"got {offsets[:1].tolist()}..{offsets[-1:].tolist()}"
+        )
+    if (np.diff(offsets) < 0).any():
+        raise SchemaError(f"{func}: gpu_offsets must be non-decreasing")
+    return offsets
+
+
+def _check_groups(func: str, group_of_gpu: object, n_gpus: int, n_groups: int) -> np.ndarray:
+    groups = int_array(func, "group_of_gpu", group_of_gpu)
+    if groups.size != n_gpus:
+        raise SchemaError(
+            f"{func}: group_of_gpu needs one entry per GPU ({n_gpus}), got {groups.size}"
+        )
+    if groups.size and (groups.min() < 0 or groups.max() >= n_groups):
+        raise SchemaError(
+            f"{func}: group_of_gpu values must lie in [0, {n_groups}), "
+            f"got {groups.min()}..{groups.max()}"
+        )
+    return groups
+
+
+def _accumulators(
+    func: str, grid: TimeGrid, n_groups: int, energy_j: object, covered_s: object
+) -> tuple[np.ndarray, np.ndarray]:
+    shape = (n_groups, grid.n_cells)
+    if energy_j is None:
+        energy_j = np.zeros(shape, dtype=np.float64)
+    if covered_s is None:
+        covered_s = np.zeros(shape, dtype=np.float64)
+    out_array(func, "energy_j", energy_j, shape, np.float64)
+    out_array(func, "covered_s", covered_s, shape, np.float64)
+    return energy_j, covered_s
+
+
+def accumulate_grid(
+    ts_ns: NDArray[np.int64],
+    power_w: NDArray[np.floating],
+    grid: TimeGrid,
+    *,
+    max_gap_ns: int,
+    hold_ns: int,
+    energy_j: NDArray[np.float64] | None = None,
+    covered_s: NDArray[np.float64] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Add one GPU's ZOH power series into per-cell energy and covered time.
+
+    Parameters
+    ----------
+    ts_ns : array of int64 (ns) or datetime64, shape (n,)
+        Sample times, non-decreasing.
+    power_w : array of float32 or float64, shape (n,)
+        Power, W; NaN = missing.
+    grid : TimeGrid
+        The common grid (see :func:`time_grid`).
+    max_gap_ns : int
+        Longest gap bridged by holding the previous sample, ns.
+    hold_ns : int
+        How long a sample before a longer gap (and the last sample) holds, ns.
+    energy_j, covered_s : ndarray of float64, shape (n_cells,), optional
+        Accumulators to add into (modified in place); new zeros when omitted.
+
+    Returns
+    -------
+    energy_j, covered_s : ndarray of float64, shape (n_cells,)
+        Energy in J and covered time in s per cell.
+    """
+    func = "accumulate_grid"
+    ts = ts_array(func, "ts_ns", ts_ns)
+    power = float_array(func, "power_w", power_w)
+    n = same_length(func, ts_ns=ts, power_w=power)
+    grid = _grid_param(func, grid)
+    max_gap, hold = _hold_params(func, max_gap_ns, hold_ns)
+    if energy_j is None:
+        energy_j = np.zeros(grid.n_cells, dtype=np.float64)
+    if covered_s is None:
+        covered_s = np.zeros(grid.n_cells, dtype=np.float64)
+    out_array(func, "energy_j", energy_j, (grid.n_cells,), np.float64)
+    out_array(func, "covered_s", covered_s, (grid.n_cells,), np.float64)
+    _accumulate_grid_kernel(
+        ts,
+        power,
+        np.array([0, n], dtype=np.int64),
+        np.zeros(1, dtype=np.int64),
+        _params(grid, max_gap, hold),
+        True,
+        np.full(1, NO_TS, dtype=np.int64),
+        np.zeros(1, dtype=np.float64),
+        energy_j.reshape(1, -1),
+        covered_s.reshape(1, -1),
+    )
+    return energy_j, covered_s
+
+
+def accumulate_grid_batch(
+    ts_ns: NDArray[np.int64],
+    power_w: NDArray[np.floating],
+    gpu_offsets: NDArray[np.integer],
+    group_of_gpu: NDArray[np.integer],
+    grid: TimeGrid,
+    *,
+    max_gap_ns: int,
+    hold_ns: int,
+    n_groups: int | None = None,
+    energy_j: NDArray[np.float64] | None = None,
+    covered_s: NDArray[np.float64] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Add many GPUs' series into per-group cell energy and covered time.
+
+    Parameters
+    ----------
+    ts_ns, power_w : arrays, shape (n,)
+        All GPUs' samples concatenated; GPU ``g`` owns
+        ``[gpu_offsets[g], gpu_offsets[g+1])``, sorted by time within the GPU.
+    gpu_offsets : array of int, shape (n_gpus + 1,)
+        CSR offsets: starts at 0, non-decreasing, ends at n.
+    group_of_gpu : array of int, shape (n_gpus,)
+        Row of the accumulators each GPU adds into (host, rack or cluster index).
+    grid, max_gap_ns, hold_ns
+        As in :func:`accumulate_grid`.
+    n_groups : int, optional
+        Number of rows; defaults to the accumulators' rows or ``max(group) + 1``.
+    energy_j, covered_s : ndarray of float64, shape (n_groups, n_cells), optional
+        Accumulators to add into (modified in place).
+
+    Returns
+    -------
+    energy_j, covered_s : ndarray of float64, shape (n_groups, n_cells)
+    """
+    func = "accumulate_grid_batch"
+    acc = GridAccumulator(
+        grid,
+        group_of_gpu,
+        max_gap_ns=max_gap_ns,
+        hold_ns=hold_ns,
+        n_groups=n_groups,
+        energy_j=energy_j,
+        covered_s=covered_s,
+        _func=func,
+    )
+    acc._add(func, ts_ns, power_w, gpu_offsets, final=True)
+    return acc.energy_j, acc.covered_s
+
+
+class GridAccumulator:
+    """Streaming grid accumulation over chunks (time windows x GPU batches).
+
+    Holds the ``(n_groups, n_cells)`` energy and covered-time accumulators and,
+    per GPU, the last sample of its previous chunk (whose hold ends at the
+    GPU's next sample).  After :meth:`finish` the arrays equal one
+    :func:`accumulate_grid_batch` call on the whole data, whatever the chunking.
+
+    Parameters
+    ----------
+    grid : TimeGrid
+    group_of_gpu : array of int, shape (n_gpus,)
+        Accumulator row of each GPU.
+    max_gap_ns, hold_ns : int
+        As in :func:`accumulate_grid`.
+    n_groups : int, optional
+        Number of rows (default ``max(group_of_gpu) + 1``).
+    energy_j, covered_s : ndarray of float64, shape (n_groups, n_cells), optional
+        Accumulators to add into.
+    """
+
+    def __init__(
+        self,
+        grid: TimeGrid,
+        group_of_gpu: NDArray[np.integer],
+        *,
+        max_gap_ns: int,
+        hold_ns: int,
+        n_groups: int | None = None,
+        energy_j: NDArray[np.float64] | None = None,
+        covered_s: NDArray[np.float64] | None = None,
+        _func: str = "GridAccumulator",
+    ):
+        func = _func
+        self.grid = _grid_param(func, grid)
+        max_gap, hold = _hold_params(func, max_gap_ns, hold_ns)
+        groups = int_array(func, "group_of_gpu", group_of_gpu)
+        if n_groups is None:
+            if isinstance(energy_j, np.ndarray) and energy_j.ndim == 2:
+                n_groups = energy_j.shape[0]
+            else:
+                n_groups = int(groups.max()) + 1 if groups.size else 1
+        n_groups = int_param(func, "n_groups", n_groups, minimum=1)
+        self.group_of_gpu = _check_groups(func, groups, groups.size, n_groups)
+        self.n_gpus = groups.size
+        self.energy_j, self.covered_s = _accumulators(func, self.grid, n_groups, energy_j, covered_s)
+        self.params = _params(self.grid, max_gap, hold)
+        self.carry_ts = np.full(self.n_gpus, NO_TS, dtype=np.int64)
+        self.carry_power = np.zeros(self.n_gpus, dtype=np.float64)
+        self._finished = False
+
+    def _add(self, func: str, ts_ns, power_w, gpu_offsets, *, final: bool) -> None:
+        if self._finished:
+            raise ParameterError(f"{func}: the accumulator is finished; create a new one")
+        ts = ts_array(func, "ts_ns", ts_ns, check_sorted=False)
+        power = float_array(func, "power_w", power_w)
+        n = same_length(func, ts_ns=ts, power_w=power)
+        offsets = _check_offsets(func, gpu_offsets, n)
+        if offsets.size != self.n_gpus + 1:
+            raise SchemaError(
+                f"{func}: gpu_offsets describes {offsets.size - 1} GPUs but group_of_gpu has "
+                f"{self.n_gpus}; give n_gpus + 1 offsets (empty ranges for GPUs without samples)"
+            )
+        check_sorted_runs(func, "ts_ns", ts, offsets)
+        has = (np.diff(offsets) > 0) & (self.carry_ts != NO_TS)
+        if has.any():
+            first = ts[offsets[:-1][has]]
+            late = first < self.carry_ts[has]
+            if late.any():
+                g = int(np.flatnonzero(has)[np.argmax(late)])
+                raise SchemaError(
+                    f"{func}: GPU {g}'s chunk starts at {ts[offsets[g]]} ns, before its previous "
+                    f"chunk's last sample ({self.carry_ts[g]} ns); push chunks in time order"
+                )
+        _accumulate_grid_kernel(
+            ts,
+            power,
+            offsets,
+            self.group_of_gpu,
+            self.params,
+            final,
+            self.carry_ts,
+            self.carry_power,
+            self.energy_j,
+            self.covered_s,
+        )
+        self._finished = final
+
+    def add(self, ts_ns, power_w, gpu_offsets) -> None:
+        """Add a chunk holding the next samples of every GPU (CSR ``gpu_offsets``).
+
+        A GPU with no samples in the chunk has an empty range.
+        """
+        self._add("GridAccumulator.add", ts_ns, power_w, gpu_offsets, final=False)
+
+    def add_gpu(self, gpu: int, ts_ns, power_w) -> None:
+        """Add the next samples of GPU ``gpu`` only."""
+        func = "GridAccumulator.add_gpu"
+        gpu = int_param(func, "gpu", gpu, minimum=0)
+        if gpu >= self.n_gpus:
+            raise ParameterError(f"{func}: gpu must be < n_gpus ({self.n_gpus}), got {gpu}")
+        n = len(ts_ns)
+        offsets = np.zeros(self.n_gpus + 1, dtype=np.int64)
+        offsets[gpu + 1 :] = n
+        self._add(func, ts_ns, power_w, offsets, final=False)
+
+    def finish(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Flush the carried samples (each holds ``hold_ns``) and return the accumulators."""
+        empty_offsets = np.zeros(self.n_gpus + 1, dtype=np.int64)
+        self._add(
+            "GridAccumulator.finish",
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype=np.float32),
+            empty_offsets,
+            final=True,
+        )
+        return self.energy_j, self.covered_s
