@@ -47,7 +47,7 @@ def metrics(power_w: np.ndarray, coverage: np.ndarray, step_s: float, *, windows
     n = len(x)
     for w in windows_s:
         cells = _cells(w, step_s)
-        if cells > n:
+        if cells > n or cells < 2:  # a window must span at least two grid cells
             continue
         s = window_swing(x, cells)
         s = s[np.isfinite(s)]
