@@ -113,7 +113,12 @@ def _read_options(options: dict) -> ReadOptions:
     unknown = sorted(set(options) - names)
     if unknown:
         raise TypeError(f"unknown option(s) for tracekit.open: {unknown}; known: {sorted(names)}")
-    return ReadOptions(**options)
+    opts = ReadOptions(**options)
+    if opts.utc_offset_s is not None and opts.tz:
+        from tracekit.errors import ParameterError
+
+        raise ParameterError("give either a UTC offset or a time zone, not both (--utc-offset / --tz)")
+    return opts
 
 
 def _trace_files(root: Path) -> tuple[list[Path], list[Path], Path | None]:
