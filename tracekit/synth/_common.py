@@ -88,7 +88,7 @@ def check_fraction(name: str, value, *, low_open: bool = True, high: float = 1.0
     high_ok = out < high if high_open else out <= high
     if not (low_ok and high_ok):
         lo = "(0" if low_open else "[0"
-        hi = f"{high})" if high_open else f"{high}]"
+        hi = f"{high:g})" if high_open else f"{high:g}]"
         raise ParameterError(f"{name} must be in {lo}, {hi}, got {value!r}")
     return out
 
@@ -389,8 +389,14 @@ class SynthResult:
         return {int(k): v for k, v in self.truth["phase_codes"].items()}
 
 
+#: Passed as ``out_dir`` (benchmarks, tests), makes a generator return its :class:`Plan`.
+PLAN_ONLY = object()
+
+
 def finish(plan: Plan, out_dir, *, overwrite: bool = False, batch_samples: int = BATCH_SAMPLES) -> SynthResult:
     """Render the plan in memory (``out_dir`` None) or stream it into a dataset folder."""
+    if out_dir is PLAN_ONLY:
+        return plan
     truth = json_clean(plan.truth)
     if out_dir is None:
         frames = [batch_frame(plan, b) for b in iter_batches(plan, batch_samples)]
