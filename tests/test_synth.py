@@ -42,7 +42,7 @@ def _train(out_dir=None, **kw):
 # ----------------------------------------------------------------- slow twins (naive)
 def naive_render(seg_start, w0, w1, phase, tag, gaps, fp, n, ts0, key):
     """render_gpu as literally as possible: a window average recomputed from scratch."""
-    rate, noise, avg, upd, upd_phase, drop = fp
+    rate, noise_rel, avg, upd, upd_phase, drop = fp
     window = int(round(avg * rate)) if avg > 0 else 0
     seg_end = list(seg_start[1:]) + [math.inf]
     inst, rows = [], []
@@ -52,7 +52,7 @@ def naive_render(seg_start, w0, w1, phase, tag, gaps, fp, n, ts0, key):
         t = i / rate
         j = max(k for k in range(len(seg_start)) if seg_start[k] <= t and t < seg_end[k])
         level = w0[j] + ((w1[j] - w0[j]) / (seg_end[j] - seg_start[j]) * (t - seg_start[j]) if w1[j] != w0[j] else 0.0)
-        p = max(level + noise * K.normal(key ^ K.SALT_NOISE, i), 0.0)
+        p = max(level * (1.0 + noise_rel * K.normal(key ^ K.SALT_NOISE, i)), 0.0)
         inst.append(p)
         v = p
         if window > 1:
@@ -136,9 +136,9 @@ def test_normal_noise_has_unit_variance_and_is_bounded():
 @pytest.mark.parametrize(
     "fp, gaps",
     [
-        ((100.0, 5.0, 0.0, 0.0, 0.0, 0.0), []),
-        ((100.0, 5.0, 0.1, 0.0, 0.0, 0.0), []),
-        ((100.0, 5.0, 0.05, 0.07, 0.03, 0.2), [(0.3, 0.45), (1.0, 1.02)]),
+        ((100.0, 0.05, 0.0, 0.0, 0.0, 0.0), []),
+        ((100.0, 0.05, 0.1, 0.0, 0.0, 0.0), []),
+        ((100.0, 1.5, 0.05, 0.07, 0.03, 0.2), [(0.3, 0.45), (1.0, 1.02)]),
         ((250.0, 0.0, 0.0, 0.1, 0.0, 0.0), [(0.0, 0.1)]),
     ],
 )
@@ -647,3 +647,19 @@ def test_start_accepts_datetimes_and_zones():
     b = _train(gpus=1, start="2025-01-01T02:00:00+01:00")
     c = _train(gpus=1, start="2025-01-01T01:00:00")
     assert a.samples["ts"][0] == b.samples["ts"][0] == c.samples["ts"][0]
+
+
+def test_bundled_raw_files_regenerate_byte_identically(tmp_path):
+    import importlib.util
+
+    script = SAMPLE_TRACES / "make_samples.py"
+    if not script.is_file() or not (SAMPLE_TRACES / "raw").is_dir():
+        pytest.skip("sample_traces/raw not generated")
+    spec = importlib.util.spec_from_file_location("make_samples", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert set(mod.RAW) == {p.name for p in (SAMPLE_TRACES / "raw").iterdir() if p.is_file()}
+    assert {f for _, _, f, _ in mod.RAW.values()} == set(synth.RAW_FORMATS)
+    for name, (gen, params, fmt, opts) in mod.RAW.items():
+        out = synth.write_raw(gen(**params), tmp_path / name, fmt, **opts)
+        assert out.read_bytes() == (SAMPLE_TRACES / "raw" / name).read_bytes(), name

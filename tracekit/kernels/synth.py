@@ -50,7 +50,7 @@ INFER_TOKEN = 2
 
 #: Layout of the float parameter vector of :func:`render_gpu`.
 P_RATE_HZ = 0
-P_NOISE_W = 1
+P_NOISE_REL = 1
 P_AVERAGE_WINDOW_S = 2
 P_UPDATE_PERIOD_S = 3
 P_UPDATE_PHASE_S = 4
@@ -164,7 +164,8 @@ def render_gpu(
     ``seg_w1[j]`` (flat when equal), phase ``seg_phase[j]`` and tag ``seg_tag[j]``
     (iteration or batch size).  Sample ``i`` is at true time ``i / rate_hz``.
 
-    Steps per sample: true level + noise (clipped at 0) -> optional trailing moving
+    Steps per sample: true level times ``1 + noise_rel * z`` (noise proportional to the
+    level, clipped at 0) -> optional trailing moving
     average over ``average_window_s`` -> optional hold between counter updates every
     ``update_period_s`` (first update at ``update_phase_s``) -> dropped when inside a
     gap ``[gap_start_s, gap_end_s)`` (sorted, disjoint) or with probability
@@ -172,7 +173,7 @@ def render_gpu(
     ``ts0_ns + round(i * 1e9 / rate_hz)`` and the *true* phase and tag.
     """
     rate_hz = fparams[P_RATE_HZ]
-    noise_w = fparams[P_NOISE_W]
+    noise_rel = fparams[P_NOISE_REL]
     average_window_s = fparams[P_AVERAGE_WINDOW_S]
     update_period_s = fparams[P_UPDATE_PERIOD_S]
     update_phase_s = fparams[P_UPDATE_PHASE_S]
@@ -212,7 +213,8 @@ def render_gpu(
             slope = 0.0
             if seg_w1[j] != w0 and seg_end > s0:
                 slope = (seg_w1[j] - w0) / (seg_end - s0)
-        p = w0 + slope * (t - s0) + noise_w * normal(key_noise, i)
+        level = w0 + slope * (t - s0)
+        p = level * (1.0 + noise_rel * normal(key_noise, i))
         if p < 0.0:
             p = 0.0
         v = p

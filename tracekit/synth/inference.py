@@ -193,7 +193,8 @@ def inference(
     decode_base_s, decode_per_seq_s
         Decode step time: ``decode_base_s + decode_per_seq_s * batch`` (s).
     noise_w
-        Standard deviation of per-sample noise (W); default 1.5 % of TDP.
+        Standard deviation of per-sample noise at TDP (W), default 1.5 % of TDP;
+        noise is proportional to the level (idle is quieter than compute).
     host_offset_ms, drop_fraction, gaps, gap_s, average_window_s, update_period_s
         Telemetry effects, as in :func:`tracekit.synth.training`.
     start, job, seed, overwrite
@@ -320,7 +321,7 @@ def inference(
     gaps_by_host = C.host_gaps(seed, len(layout.hosts), gaps, gap_s, seconds)
     fparams = np.zeros((gpus, K.N_RENDER_PARAMS))
     fparams[:, K.P_RATE_HZ] = rate_hz
-    fparams[:, K.P_NOISE_W] = noise_w
+    fparams[:, K.P_NOISE_REL] = noise_w / spec.tdp_w
     fparams[:, K.P_AVERAGE_WINDOW_S] = average_window_s
     fparams[:, K.P_UPDATE_PERIOD_S] = update_period_s
     fparams[:, K.P_UPDATE_PHASE_S] = C.update_phases_s(seed, gpus, update_period_s)

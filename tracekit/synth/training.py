@@ -120,7 +120,8 @@ def training(
     level_spread
         Relative standard deviation of each GPU's compute and communication level.
     noise_w
-        Standard deviation of per-sample noise (W); default 1.5 % of TDP.
+        Standard deviation of per-sample noise at TDP (W), default 1.5 % of TDP;
+        noise is proportional to the level (idle is quieter than compute).
     jitter
         Relative standard deviation of each compute phase's duration, in [0, 0.25).
     stragglers, straggler_slowdown
@@ -317,7 +318,7 @@ def training(
     start_ns = C.datetime_ns(start_dt)
     fparams = np.zeros((gpus, K.N_RENDER_PARAMS))
     fparams[:, K.P_RATE_HZ] = rate_hz
-    fparams[:, K.P_NOISE_W] = noise_w
+    fparams[:, K.P_NOISE_REL] = noise_w / spec.tdp_w
     fparams[:, K.P_AVERAGE_WINDOW_S] = average_window_s
     fparams[:, K.P_UPDATE_PERIOD_S] = update_period_s
     fparams[:, K.P_UPDATE_PHASE_S] = phases
