@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from tracekit.errors import InputError, TracekitError
@@ -24,15 +25,106 @@ TOPOLOGY_NAMES = {"topology.csv", "topology.parquet"}
 
 
 @dataclass
-class TraceSet:
-    """Samples (canonical, sorted by gpu, ts), topology, sources and data quality."""
+class GpuArrays:
+    """Samples of all GPUs as flat arrays: GPU ``i`` owns ``[offsets[i], offsets[i+1])``,
+    sorted by time.  This is what the kernels consume."""
 
-    samples: pl.DataFrame
+    gpus: list[str]
+    offsets: np.ndarray
+    ts_ns: np.ndarray
+    power_w: np.ndarray
     topology: pl.DataFrame
-    quality: DataQuality
-    sources: list[dict] = field(default_factory=list)
-    path: str = ""
-    manifest: dict | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.offsets[-1])
+
+    def gpu(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.ts_ns[a:b], self.power_w[a:b]
+
+    def groups(self, level: str) -> tuple[list[str], np.ndarray, list[list[str]]]:
+        """(group names, group index of each GPU, member GPUs of each group)."""
+        if level == "cluster":
+            return ["cluster"], np.zeros(len(self.gpus), dtype=np.int64), [list(self.gpus)]
+        if level == "gpu":
+            return list(self.gpus), np.arange(len(self.gpus)), [[g] for g in self.gpus]
+        col = dict(zip(self.topology.get_column("gpu").to_list(), self.topology.get_column(level).to_list()))
+        names = sorted({str(col.get(g)) for g in self.gpus})
+        index = {n: i for i, n in enumerate(names)}
+        of = np.array([index[str(col.get(g))] for g in self.gpus], dtype=np.int64)
+        members = [[] for _ in names]
+        for g, i in zip(self.gpus, of):
+            members[i].append(g)
+        return names, of, members
+
+    def shifted(self, offsets_s: dict[str, float]) -> "GpuArrays":
+        """A copy with each host's clock offset subtracted from its GPUs' timestamps."""
+        host_of = dict(zip(self.topology.get_column("gpu").to_list(), self.topology.get_column("host").to_list()))
+        ts = self.ts_ns.copy()
+        for i, g in enumerate(self.gpus):
+            off = offsets_s.get(host_of.get(g), 0.0)
+            if off:
+                ts[self.offsets[i]: self.offsets[i + 1]] -= int(round(off * 1e9))
+        return GpuArrays(self.gpus, self.offsets, ts, self.power_w, self.topology)
+
+    def to_frame(self) -> pl.DataFrame:
+        counts = np.diff(self.offsets)
+        gpu = pl.Series("gpu", self.gpus, dtype=pl.String).gather(np.repeat(np.arange(len(self.gpus)), counts))
+        return pl.DataFrame({
+            "gpu": gpu,
+            "ts": pl.Series("ts", self.ts_ns).cast(pl.Datetime("ns", "UTC")),
+            "power_w": pl.Series("power_w", self.power_w, dtype=pl.Float32),
+        })
+
+
+def gpu_arrays(samples: pl.DataFrame, topology: pl.DataFrame) -> GpuArrays:
+    """Flat arrays of a sample frame sorted by (gpu, ts)."""
+    counts = samples.group_by("gpu", maintain_order=True).len()
+    gpus = counts.get_column("gpu").to_list()
+    offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
+    np.cumsum(counts.get_column("len").to_numpy(), out=offsets[1:])
+    ts = samples.get_column("ts").dt.epoch("ns").to_numpy()
+    power = samples.get_column("power_w").cast(pl.Float32).to_numpy()
+    return GpuArrays(gpus, offsets, np.ascontiguousarray(ts), np.ascontiguousarray(power), topology)
+
+
+class TraceSet:
+    """Samples (canonical, sorted by gpu, ts), topology, sources and data quality.
+
+    The samples are held either as a Polars frame (``samples``) or as flat arrays
+    (``arrays()``, what the kernels use; canonical datasets are read straight into
+    them); each is built from the other on first use.
+    """
+
+    def __init__(self, samples: pl.DataFrame | None, topology: pl.DataFrame, quality: DataQuality,
+                 sources: list[dict] | None = None, path: str = "", manifest: dict | None = None,
+                 arrays: GpuArrays | None = None):
+        if samples is None and arrays is None:
+            raise ValueError("TraceSet needs samples or arrays")
+        self._samples = samples
+        self._arrays = arrays
+        self.topology = topology
+        self.quality = quality
+        self.sources = sources or []
+        self.path = path
+        self.manifest = manifest
+        self._periods: pl.DataFrame | None = None
+
+    @property
+    def samples(self) -> pl.DataFrame:
+        if self._samples is None:
+            self._samples = self._arrays.to_frame()
+        return self._samples
+
+    def arrays(self) -> GpuArrays:
+        if self._arrays is None:
+            self._arrays = gpu_arrays(self._samples, self.topology)
+        return self._arrays
+
+    @property
+    def n_samples(self) -> int:
+        return self._arrays.n_samples if self._arrays is not None else self._samples.height
 
     # -- derived facts ---------------------------------------------------------------
     @property
@@ -41,21 +133,25 @@ class TraceSet:
 
     def gpu_periods(self) -> pl.DataFrame:
         """Per GPU: samples, start, end, median sampling period and effective update
-        period (median time between changes of the power value), in ms."""
-        df = self.samples.select("gpu", "ts", "power_w")
-        changed = (pl.col("power_w") != pl.col("power_w").shift(1)).over("gpu").fill_null(True)
-        base = df.group_by("gpu").agg(
-            pl.len().alias("samples"),
-            pl.col("ts").min().alias("start"),
-            pl.col("ts").max().alias("end"),
-            (pl.col("ts").diff().dt.total_nanoseconds().median() / 1e6).alias("sample_period_ms"),
-        )
-        eff = (
-            df.filter(changed)
-            .group_by("gpu")
-            .agg((pl.col("ts").diff().dt.total_nanoseconds().median() / 1e6).alias("effective_period_ms"))
-        )
-        return base.join(eff, on="gpu", how="left").sort("gpu")
+        period (median time between changes of the power value, ms), and mean, min
+        and peak power of its finite samples."""
+        if self._periods is None:
+            from tracekit.kernels.stats import gpu_sampling
+
+            a = self.arrays()
+            st = gpu_sampling(a.ts_ns, a.power_w, a.offsets)
+            self._periods = pl.DataFrame({
+                "gpu": pl.Series(a.gpus, dtype=pl.String),
+                "samples": st["samples"],
+                "start": pl.Series(st["start_ns"]).cast(pl.Datetime("ns", "UTC")),
+                "end": pl.Series(st["end_ns"]).cast(pl.Datetime("ns", "UTC")),
+                "sample_period_ms": st["sample_period_ms"],
+                "effective_period_ms": st["effective_period_ms"],
+                "mean_w": st["mean_w"],
+                "min_w": st["min_w"],
+                "peak_w": st["peak_w"],
+            }).with_columns(pl.col(c).fill_nan(None) for c in ("sample_period_ms", "effective_period_ms"))
+        return self._periods
 
     def power_semantics(self) -> dict:
         kinds = {(s["power"]["kind"], s["power"].get("window_s")) for s in self.sources if s.get("power")}
@@ -66,12 +162,13 @@ class TraceSet:
 
     def dataset_summary(self) -> dict:
         """The ``dataset`` object of the JSON contract."""
-        n = self.samples.height
+        n = self.n_samples
         periods = self.gpu_periods() if n else None
         if n:
-            t = self.samples.select(pl.col("ts").min().alias("a"), pl.col("ts").max().alias("b")).row(0)
-            duration_s = (t[1] - t[0]).total_seconds()
-            start, end = t[0].isoformat(), t[1].isoformat()
+            start = periods.get_column("start").min()
+            end = periods.get_column("end").max()
+            duration_s = (end - start).total_seconds()
+            start, end = start.isoformat(), end.isoformat()
         else:
             duration_s, start, end = 0.0, None, None
         hosts = self.topology.get_column("host").n_unique() if self.topology.height else 0
@@ -83,7 +180,7 @@ class TraceSet:
             return None if v is None else round(float(v), 3)
 
         return {
-            "gpus": self.samples.get_column("gpu").n_unique() if n else 0,
+            "gpus": int((periods.get_column("samples") > 0).sum()) if n else 0,
             "hosts": int(hosts),
             "samples": int(n),
             "duration_s": round(duration_s, 6),
@@ -165,27 +262,57 @@ def _read_raw(path: Path, opts: ReadOptions):
     return samples, q, source, src.gpu_models
 
 
-def _read_canonical(path: Path):
-    from tracekit.io.dataset import read_dataset
-
-    samples, topology, manifest = read_dataset(path)
+def _canonical_quality(manifest: dict, n_rows: int) -> DataQuality:
     q = DataQuality()
     if manifest.get("quality"):
         q = DataQuality.from_dict(manifest["quality"])
-        if q.rows_used != samples.height:  # a dataset edited by hand: account for it as is
-            q = DataQuality(rows_read=samples.height, rows_used=samples.height)
+        if q.rows_used != n_rows:  # a dataset edited by hand: account for it as is
+            q = DataQuality(rows_read=n_rows, rows_used=n_rows)
     else:
-        q.rows_read = q.rows_used = samples.height
-    source = {
+        q.rows_read = q.rows_used = n_rows
+    return q
+
+
+def _canonical_source(path: Path, manifest: dict, q: DataQuality, n_gpus: int) -> dict:
+    return {
         "path": str(path),
         "format": "canonical",
         "rows_read": q.rows_read,
         "rows_used": q.rows_used,
-        "gpus": samples.get_column("gpu").n_unique() if samples.height else 0,
+        "gpus": n_gpus,
         "power": manifest.get("power") or {"kind": "unknown", "window_s": None, "field": ""},
         "notes": [],
     }
+
+
+def _read_canonical(path: Path):
+    from tracekit.io.dataset import read_dataset
+
+    samples, topology, manifest = read_dataset(path)
+    q = _canonical_quality(manifest, samples.height)
+    source = _canonical_source(path, manifest, q, samples.get_column("gpu").n_unique() if samples.height else 0)
     return samples, q, source, topology, manifest
+
+
+def _open_canonical_arrays(path: Path, topology, strict: bool) -> TraceSet:
+    """One canonical dataset, read straight into arrays (the fast path)."""
+    from tracekit.io.dataset import read_dataset_arrays, read_topology
+
+    gpus, offsets, ts, power, manifest = read_dataset_arrays(path)
+    topo = read_topology(path)
+    if topology is not None:
+        topo = topology if isinstance(topology, pl.DataFrame) else _load_topology_file(Path(topology))
+        topo = canonical_topology(topo)
+        missing = sorted(set(gpus) - set(topo.get_column("gpu").to_list()))
+        if missing:
+            raise InputError(f"GPUs of the dataset missing from the topology: {missing[:5]}", path=str(path))
+    q = _canonical_quality(manifest, len(ts))
+    if strict:
+        q.raise_if_strict(str(path))
+    topo = topo.filter(pl.col("gpu").is_in(gpus))
+    arrays = GpuArrays(gpus, offsets, ts, power, topo)
+    return TraceSet(None, topo, q, [_canonical_source(path, manifest, q, len(gpus))], path=str(path),
+                    manifest=manifest, arrays=arrays)
 
 
 def _load_topology_file(path: Path) -> pl.DataFrame:
@@ -233,6 +360,10 @@ def open_trace(path, *, topology=None, debug: bool = False, **options) -> TraceS
     """
     opts = _read_options(options)
     paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    from tracekit.io.dataset import is_dataset
+
+    if len(paths) == 1 and paths[0].is_dir() and is_dataset(paths[0]):
+        return _open_canonical_arrays(paths[0], topology, opts.strict)
     raw_files, datasets, topo_file = [], [], None
     from tracekit.io.dataset import is_dataset
 

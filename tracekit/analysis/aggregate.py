@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracekit.analysis.phases import GpuArrays
+from tracekit.traceset import GpuArrays
 from tracekit.errors import ParameterError
 from tracekit.kernels.grid import accumulate_grid, time_grid
 

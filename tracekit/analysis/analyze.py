@@ -130,9 +130,8 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
     step = progress or (lambda name: None)
     warnings: list[str] = list(traceset.quality.warnings)
 
-    samples = traceset.samples
     topology = traceset.topology
-    if samples.height == 0:
+    if traceset.n_samples == 0:
         raise ParameterError("no samples to analyze (every row was excluded; see tracekit info)")
 
     step("resolution")
@@ -150,22 +149,19 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
     offsets: dict[str, float] = {}
     if isinstance(opts.align, dict):
         offsets = dict(opts.align)
+    arrays = traceset.arrays()
     if offsets:
-        from tracekit.analysis.align import apply_offsets
-
-        samples = apply_offsets(samples, topology, offsets).sort(["gpu", "ts"])
+        arrays = arrays.shifted(offsets)
 
     step("phases")
-    arrays = ph.gpu_arrays(samples, topology)
     if opts.align == "auto":
         grid0 = agg.make_grid(arrays, resolution_s)
         host_series = agg.aggregate(arrays, grid0, opts.max_gap_s, level="host")
-        from tracekit.analysis.align import apply_offsets, estimate_offsets
+        from tracekit.analysis.align import estimate_offsets
 
         est = estimate_offsets(host_series.power_w, grid0.step_s, opts.max_offset_s)
         offsets = {h: round(float(o), 6) for h, o in zip(host_series.groups, est)}
-        samples = apply_offsets(samples, topology, offsets).sort(["gpu", "ts"])
-        arrays = ph.gpu_arrays(samples, topology)
+        arrays = arrays.shifted(offsets)
 
     detection = ph.detect(arrays, workload=opts.workload, effective_period_s=max(effective_period_s, sample_period_s),
                           sample_period_s=sample_period_s)
@@ -255,7 +251,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
         "power_w": cluster.power_w[0],
         "coverage": cluster.coverage[0],
     })
-    gpu_stats = _gpu_stats(samples, periods, topology, detection)
+    gpu_stats = _gpu_stats(periods, topology, detection)
 
     dataset = traceset.dataset_summary()
     dataset["resolution_ms"] = round(grid.step_s * 1e3, 6)
@@ -306,16 +302,10 @@ def _semantics_warning(semantics: dict, detection) -> list[str]:
     return []
 
 
-def _gpu_stats(samples: pl.DataFrame, periods: pl.DataFrame, topology: pl.DataFrame, detection) -> pl.DataFrame:
-    stats = samples.group_by("gpu").agg(
-        pl.col("power_w").mean().alias("mean_w"),
-        pl.col("power_w").quantile(0.99).alias("p99_w"),
-        pl.col("power_w").max().alias("peak_w"),
-        pl.col("power_w").min().alias("min_w"),
-    )
+def _gpu_stats(periods: pl.DataFrame, topology: pl.DataFrame, detection) -> pl.DataFrame:
     out = (
-        periods.join(stats, on="gpu", how="left")
-        .join(topology.select("gpu", "host", "rack", "model", "tdp_w"), on="gpu", how="left")
+        periods.join(topology.select("gpu", "host", "rack", "model", "tdp_w"), on="gpu", how="left")
+        .join(detection.gpu_p99, on="gpu", how="left")
         .with_columns((pl.col("peak_w") / pl.col("tdp_w")).alias("peak_over_tdp"))
     )
     return out.join(detection.gpu_levels, on="gpu", how="left").sort("gpu")

@@ -18,6 +18,7 @@ import polars as pl
 
 from tracekit.kernels.levels import histogram_bin_centers, kmeans_1d, power_histogram
 from tracekit.kernels.phases import label_phases, phase_segments
+from tracekit.traceset import GpuArrays, gpu_arrays  # noqa: F401 - re-exported
 
 PHASE_NAMES = {
     "training": ("communication", "compute"),
@@ -27,93 +28,54 @@ HYSTERESIS = 0.2
 BIN_W = 1.0
 
 
-@dataclass
-class GpuArrays:
-    """Samples of all GPUs as flat arrays, GPU ``i`` in ``[offsets[i], offsets[i+1])``."""
-
-    gpus: list[str]
-    offsets: np.ndarray
-    ts_ns: np.ndarray
-    power_w: np.ndarray
-    topology: pl.DataFrame
-
-    def gpu(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        a, b = self.offsets[i], self.offsets[i + 1]
-        return self.ts_ns[a:b], self.power_w[a:b]
-
-    def groups(self, level: str) -> tuple[list[str], np.ndarray, list[list[str]]]:
-        """(group names, group index of each GPU, member GPUs of each group)."""
-        if level == "cluster":
-            return ["cluster"], np.zeros(len(self.gpus), dtype=np.int64), [list(self.gpus)]
-        if level == "gpu":
-            return list(self.gpus), np.arange(len(self.gpus)), [[g] for g in self.gpus]
-        col = dict(zip(self.topology.get_column("gpu").to_list(), self.topology.get_column(level).to_list()))
-        names = sorted({str(col.get(g)) for g in self.gpus})
-        index = {n: i for i, n in enumerate(names)}
-        of = np.array([index[str(col.get(g))] for g in self.gpus], dtype=np.int64)
-        members = [[] for _ in names]
-        for g, i in zip(self.gpus, of):
-            members[i].append(g)
-        return names, of, members
-
-
-def gpu_arrays(samples: pl.DataFrame, topology: pl.DataFrame) -> GpuArrays:
-    """Flat arrays of samples sorted by (gpu, ts)."""
-    counts = samples.group_by("gpu", maintain_order=True).len()
-    gpus = counts.get_column("gpu").to_list()
-    offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
-    np.cumsum(counts.get_column("len").to_numpy(), out=offsets[1:])
-    ts = samples.get_column("ts").dt.epoch("ns").to_numpy()
-    power = samples.get_column("power_w").cast(pl.Float32).to_numpy()
-    return GpuArrays(gpus, offsets, np.ascontiguousarray(ts), np.ascontiguousarray(power), topology)
+def _quantile_from_hist(counts: np.ndarray, q: float, bin_w: float) -> float | None:
+    total = counts.sum()
+    if total <= 0:
+        return None
+    idx = int(np.searchsorted(np.cumsum(counts), q * total))
+    return (min(idx, len(counts) - 1) + 0.5) * bin_w
 
 
 @dataclass
 class Detection:
+    """Per-sample labels (aligned with the GPU arrays), segments, per-GPU levels,
+    and per-phase histograms (1 W bins) for percentiles."""
+
     workload: str
     names: tuple[str, ...]
     labels: np.ndarray
     segments: pl.DataFrame
     gpu_levels: pl.DataFrame
-    power_w: np.ndarray
-    hold_s: np.ndarray
+    gpu_p99: pl.DataFrame
+    phase_hist: np.ndarray
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
-        """``phases`` of the JSON contract: per phase fraction (of time), mean_w,
-        p99_w, count (segments) and mean_duration_ms."""
-        out = {}
-        total = float(self.hold_s.sum())
+        """``phases`` of the JSON contract: per phase fraction (of covered time),
+        time-weighted mean_w, p99_w (to 1 W), count (segments) and mean_duration_ms."""
         seg = self.segments.with_columns(((pl.col("end") - pl.col("start")).dt.total_nanoseconds() / 1e6)
                                          .alias("_ms"))
+        total = float(seg.get_column("covered_s").sum()) if seg.height else 0.0
+        out = {}
         for code, name in enumerate(self.names):
-            mask = self.labels == code
-            p = self.power_w[mask]
-            p = p[np.isfinite(p)]
-            held = float(self.hold_s[mask].sum())
-            ok = mask & np.isfinite(self.power_w)
-            held_ok = float(self.hold_s[ok].sum())
             s = seg.filter(pl.col("phase") == name)
+            covered = float(s.get_column("covered_s").sum()) if s.height else 0.0
+            energy = float(s.get_column("energy_j").sum()) if s.height else 0.0
+            p99 = _quantile_from_hist(self.phase_hist[code], 0.99, BIN_W)
             out[name] = {
-                "fraction": round(held / total, 6) if total > 0 else None,
-                "mean_w": round(float((self.power_w[ok] * self.hold_s[ok]).sum() / held_ok), 3) if held_ok > 0 else None,
-                "p99_w": round(float(np.quantile(p, 0.99)), 3) if len(p) else None,
+                "fraction": round(covered / total, 6) if total > 0 else None,
+                "mean_w": round(energy / covered, 3) if covered > 0 else None,
+                "p99_w": round(p99, 1) if p99 is not None else None,
                 "count": int(s.height),
                 "mean_duration_ms": round(float(s.get_column("_ms").mean()), 3) if s.height else None,
             }
         return out
 
 
-def hold_times_s(arrays: GpuArrays, last_hold_ns: int, max_gap_ns: int | None = None) -> np.ndarray:
-    """Seconds each sample holds its value (to the next sample; ``last_hold_ns`` for
-    a GPU's last sample and, when ``max_gap_ns`` is given, across longer gaps)."""
-    dt = np.empty(len(arrays.ts_ns), dtype=np.int64)
-    dt[:-1] = np.diff(arrays.ts_ns)
-    ends = arrays.offsets[1:] - 1
-    dt[ends[ends >= 0]] = last_hold_ns
-    if max_gap_ns is not None:
-        dt[dt > max_gap_ns] = last_hold_ns
-    return dt / 1e9
+def _histogram(power: np.ndarray, hi_w: float) -> tuple[np.ndarray, np.ndarray]:
+    n_bins = int(np.ceil(hi_w / BIN_W)) + 1
+    counts = power_histogram(power, bin_w=BIN_W, n_bins=n_bins)
+    return counts, histogram_bin_centers(bin_w=BIN_W, n_bins=n_bins)
 
 
 def choose_workload(arrays: GpuArrays) -> str:
@@ -124,13 +86,11 @@ def choose_workload(arrays: GpuArrays) -> str:
     share of the time; training's power sits at two levels (the high one holding
     most of the time) with the rest in transitions.
     """
-    p = arrays.power_w[np.isfinite(arrays.power_w)]
-    if len(p) == 0:
+    p = arrays.power_w
+    finite_max = np.nanmax(p) if len(p) else np.nan
+    if not np.isfinite(finite_max):
         return "training"
-    hi = float(np.max(p)) * 1.01 + BIN_W
-    n_bins = int(np.ceil(hi / BIN_W))
-    counts = power_histogram(p, bin_w=BIN_W, n_bins=n_bins)
-    centers = histogram_bin_centers(bin_w=BIN_W, n_bins=n_bins)
+    counts, centers = _histogram(p, float(finite_max) * 1.01 + BIN_W)
     keep = counts > 0
     if keep.sum() < 3:
         return "training"
@@ -153,19 +113,21 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
     min_dwell_ns = int(max(3 * sample_period_s, 2 * effective_period_s) * 1e9)
     last_hold_ns = int(sample_period_s * 1e9)
     labels = np.full(len(arrays.ts_ns), -1, dtype=np.int8)
-    seg_frames = []
-    level_rows = []
+    finite_max = float(np.nanmax(arrays.power_w)) if len(arrays.power_w) else 0.0
+    hi_w = (finite_max if np.isfinite(finite_max) else 0.0) * 1.01 + BIN_W
+    n_bins = int(np.ceil(hi_w / BIN_W)) + 1
+    phase_hist = np.zeros((k, n_bins), dtype=np.int64)
+    seg_frames, level_rows, p99_rows = [], [], []
     warnings: list[str] = []
     for i, gpu in enumerate(arrays.gpus):
         ts, power = arrays.gpu(i)
-        finite = power[np.isfinite(power)]
-        if len(finite) == 0:
+        if len(ts) == 0:
             continue
-        hi = float(finite.max()) * 1.01 + BIN_W
-        n_bins = int(np.ceil(hi / BIN_W))
-        counts = power_histogram(finite, bin_w=BIN_W, n_bins=n_bins)
-        centers = histogram_bin_centers(bin_w=BIN_W, n_bins=n_bins)
+        counts, centers = _histogram(power, hi_w)
         keep = counts > 0
+        if not keep.any():
+            continue
+        p99_rows.append((gpu, _quantile_from_hist(counts, 0.99, BIN_W)))
         kk = min(k, int(keep.sum()))
         lv = kmeans_1d(centers[keep], counts[keep].astype(np.float64), kk)
         gpu_labels = label_phases(ts, power, lv.centers_w, hysteresis=HYSTERESIS, min_dwell_ns=min_dwell_ns)
@@ -173,18 +135,23 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
             gpu_labels = np.where(gpu_labels >= 0, gpu_labels + (k - kk), gpu_labels).astype(np.int8)
         a, b = arrays.offsets[i], arrays.offsets[i + 1]
         labels[a:b] = gpu_labels
+        ok = (gpu_labels >= 0) & np.isfinite(power)
+        bins = np.minimum((power[ok] / BIN_W).astype(np.int64), n_bins - 1)
+        phase_hist += np.bincount(gpu_labels[ok].astype(np.int64) * n_bins + bins,
+                                  minlength=k * n_bins).reshape(k, n_bins)
         seg = phase_segments(ts, power, gpu_labels, last_hold_ns=last_hold_ns)
         end_idx = np.minimum(seg.end_idx, len(ts) - 1)
         end_ts = np.where(seg.end_idx < len(ts), ts[end_idx], ts[-1] + last_hold_ns)
         seg_frames.append(
             pl.DataFrame({
-                "gpu": [gpu] * len(seg.label),
+                "gpu": pl.Series([gpu], dtype=pl.String).gather(np.zeros(len(seg.label), dtype=np.int64)),
                 "start": ts[seg.start_idx],
                 "end": end_ts,
                 "label": seg.label.astype(np.int8),
                 "mean_w": seg.mean_w,
                 "peak_w": seg.peak_w,
                 "energy_j": seg.energy_j,
+                "covered_s": seg.covered_s,
             })
         )
         row = {"gpu": gpu}
@@ -193,6 +160,9 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
             row[f"level_{name}_w"] = float(lv.centers_w[jj]) if jj >= 0 else None
         level_rows.append(row)
     phase_of = pl.DataFrame({"label": np.arange(k, dtype=np.int8), "phase": list(names)})
+    seg_schema = {"gpu": pl.String, "start": pl.Datetime("ns", "UTC"), "end": pl.Datetime("ns", "UTC"),
+                  "phase": pl.String, "mean_w": pl.Float64, "peak_w": pl.Float64, "energy_j": pl.Float64,
+                  "covered_s": pl.Float64}
     if seg_frames:
         segments = (
             pl.concat(seg_frames)
@@ -202,13 +172,12 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
                 pl.col("end").cast(pl.Datetime("ns", "UTC")),
                 pl.col("phase").fill_null("unlabelled"),
             )
-            .select("gpu", "start", "end", "phase", "mean_w", "peak_w", "energy_j")
+            .select(list(seg_schema))
         )
     else:
-        segments = pl.DataFrame(schema={"gpu": pl.String, "start": pl.Datetime("ns", "UTC"),
-                                        "end": pl.Datetime("ns", "UTC"), "phase": pl.String,
-                                        "mean_w": pl.Float64, "peak_w": pl.Float64, "energy_j": pl.Float64})
-    gpu_levels = pl.DataFrame(level_rows) if level_rows else pl.DataFrame({"gpu": []}, schema={"gpu": pl.String})
+        segments = pl.DataFrame(schema=seg_schema)
+    gpu_levels = pl.DataFrame(level_rows) if level_rows else pl.DataFrame(schema={"gpu": pl.String})
+    gpu_p99 = pl.DataFrame(p99_rows, schema={"gpu": pl.String, "p99_w": pl.Float64}, orient="row")
     # resolution: phases shorter than the data can resolve
     durations = segments.with_columns(((pl.col("end") - pl.col("start")).dt.total_nanoseconds() / 1e9).alias("d"))
     for name in names:
@@ -223,5 +192,4 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
             f"effective update period {effective_period_s * 1e3:.0f} ms: individual decode steps (30-70 ms) "
             "cannot be resolved; token phases are reported as plateaus"
         )
-    return Detection(workload, names, labels, segments, gpu_levels, arrays.power_w,
-                     hold_times_s(arrays, last_hold_ns), warnings)
+    return Detection(workload, names, labels, segments, gpu_levels, gpu_p99, phase_hist, warnings)

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -148,6 +149,7 @@ class DatasetWriter:
         self._files: list[dict] = []
         self._cur: dict | None = None
         self._gpus_seen: list[str] = []
+        self._gpu_rows: list[int] = []
         self._closed = False
 
     # -- writing ---------------------------------------------------------------------
@@ -188,6 +190,7 @@ class DatasetWriter:
                     "write whole GPUs in ascending order"
                 )
             self._gpus_seen.append(gpu)
+            self._gpu_rows.append(int(b - a + 1))
             part = table.slice(a, b - a + 1)
             if self._writer is None or (self._cur["rows"] and self._cur["rows"] + part.num_rows > self.file_rows):
                 self._close_file()
@@ -223,6 +226,8 @@ class DatasetWriter:
             "schema": SCHEMA_VERSION,
             "rows": sum(f["rows"] for f in self._files),
             "gpus": len(self._gpus_seen),
+            # rows per GPU in file order: readers build CSR offsets without decoding gpu
+            "gpu_rows": [[g, n] for g, n in zip(self._gpus_seen, self._gpu_rows)],
             "power": self.power.to_dict(),
             "files": self._files,
             "sources": self.sources,
@@ -308,6 +313,54 @@ def read_dataset_samples(path: Path | str, columns: list[str] | None = None) -> 
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     df = pl.from_arrow(table)
     return df.with_columns([pl.col(c).cast(SAMPLE_COLUMNS[c]) for c in wanted if c in SAMPLE_COLUMNS])
+
+
+def _column_numpy(table: pa.Table, name: str, dtype) -> np.ndarray:
+    col = table.column(name)
+    if col.null_count:
+        raise InputError(f"column {name} has {col.null_count} null value(s); canonical datasets have none")
+    parts = [c.to_numpy(zero_copy_only=False) for c in col.chunks]
+    arr = np.concatenate(parts) if len(parts) != 1 else parts[0]
+    if arr.dtype.kind == "M":
+        arr = arr.astype("datetime64[ns]").view(np.int64)
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def read_dataset_arrays(path: Path | str):
+    """(gpus, offsets, ts_ns, power_w, manifest) of a dataset, read with pyarrow
+    straight into NumPy.  With ``gpu_rows`` in the manifest the ``gpu`` column is not
+    decoded at all (the CSR offsets come from the manifest)."""
+    manifest = read_manifest(path)
+    files = dataset_files(path)
+    gpu_rows = manifest.get("gpu_rows")
+    columns = ["ts", "power_w"] if gpu_rows else ["gpu", "ts", "power_w"]
+    ts_parts, power_parts, gpu_parts = [], [], []
+    for f in files:
+        try:
+            table = pq.read_table(f, columns=columns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
+        ts_parts.append(_column_numpy(table, "ts", np.int64))
+        power_parts.append(_column_numpy(table, "power_w", np.float32))
+        if not gpu_rows:
+            gpu_parts.append(table.column("gpu").cast(pa.string()))
+    ts = np.concatenate(ts_parts) if len(ts_parts) != 1 else ts_parts[0]
+    power = np.concatenate(power_parts) if len(power_parts) != 1 else power_parts[0]
+    if gpu_rows:
+        gpus = [g for g, _ in gpu_rows]
+        counts = np.array([n for _, n in gpu_rows], dtype=np.int64)
+        if counts.sum() != len(ts):
+            raise InputError(f"manifest.json counts {counts.sum()} rows but the files hold {len(ts)}", path=str(path))
+    else:
+        names = pl.from_arrow(pa.chunked_array([c for part in gpu_parts for c in part.chunks], type=pa.string()))
+        runs = pl.DataFrame({"gpu": names}).group_by("gpu", maintain_order=True).len()
+        gpus = runs.get_column("gpu").to_list()
+        counts = runs.get_column("len").to_numpy().astype(np.int64)
+        if len(gpus) != names.n_unique():
+            raise InputError("samples are not grouped by gpu (not a canonical dataset)", path=str(path))
+    offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return gpus, offsets, ts, power, manifest
 
 
 def read_topology(path: Path | str) -> pl.DataFrame:
