@@ -406,6 +406,8 @@ KNOWN_CRASHERS = [
     # generic CSV header without data rows: InvalidOperationError (`bitand`/`bitor` on Null)
     pytest.param("generic_csv", b"ts,gpu,power_w,", {}, id="generic-csv-header-only"),
     pytest.param("generic_csv", b"ts,gpu,power_w,temp_c\n", {}, id="generic-csv-header-only-optional"),
+    # a stray quote swallows the file into the header: the error echoed it over many lines
+    pytest.param("generic_csv", b'"gpu,power_w\n2025-07-26T23:32:09Z,1\n', {}, id="generic-csv-stray-quote"),
     # Parquet with an intact footer and one byte lost in a data page: polars panics
     pytest.param("parquet", _corrupt(example_bytes("parquet", "canonical"), 96, delete=1), {}, id="parquet-page-byte-lost"),
     # Arrow IPC file with one byte flipped in a buffer: polars panics
