@@ -83,33 +83,50 @@ def aggregate_all(
 ) -> tuple[dict[str, LevelSeries], dict[str, float], dict | None]:
     """One pass over the GPUs: every level's group sums, each GPU's peak cell mean
     (for coincidence factors and peak/TDP), and a per-GPU heatmap of at most
-    ``heatmap_columns`` time bins (energy-weighted means)."""
+    ``heatmap_columns`` time bins (energy-weighted means).
+
+    GPUs are split into cost-balanced batches run on threads (kernels release the
+    GIL); each batch adds into its own accumulators, merged in batch order.
+    """
+    from tracekit.engine.local import map_ranges
+
     groupings = {lv: arrays.groups(lv) for lv in levels}
-    power = {lv: np.zeros((len(g[0]), grid.n_cells)) for lv, g in groupings.items()}
-    gpu_time = {lv: np.zeros((len(g[0]), grid.n_cells)) for lv, g in groupings.items()}
     peaks: dict[str, float] = {}
     heat = None
+    cols = per = pad = 0
     if heatmap_columns:
         cols = min(heatmap_columns, grid.n_cells)
         per = int(np.ceil(grid.n_cells / cols))
         cols = int(np.ceil(grid.n_cells / per))
         pad = cols * per - grid.n_cells
         heat = np.full((len(arrays.gpus), cols), np.nan)
-    for i, gpu in enumerate(arrays.gpus):
-        energy, covered = gpu_cells(arrays, i, grid, max_gap_s)
-        ok = covered > 0
-        mean = np.zeros(grid.n_cells)
-        mean[ok] = energy[ok] / covered[ok]
-        peaks[gpu] = float(mean[ok].max()) if ok.any() else float("nan")
-        for lv, (_, group_of, _) in groupings.items():
-            g = group_of[i]
-            power[lv][g] += mean
-            gpu_time[lv][g] += covered
-        if heat is not None:
-            e = np.pad(energy, (0, pad)).reshape(cols, per).sum(axis=1)
-            c = np.pad(covered, (0, pad)).reshape(cols, per).sum(axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                heat[i] = np.where(c > 0, e / c, np.nan)
+
+    def batch(lo: int, hi: int):
+        power = {lv: np.zeros((len(g[0]), grid.n_cells)) for lv, g in groupings.items()}
+        gpu_time = {lv: np.zeros((len(g[0]), grid.n_cells)) for lv, g in groupings.items()}
+        for i in range(lo, hi):
+            energy, covered = gpu_cells(arrays, i, grid, max_gap_s)
+            ok = covered > 0
+            mean = np.zeros(grid.n_cells)
+            np.divide(energy, covered, out=mean, where=ok)
+            peaks[arrays.gpus[i]] = float(mean[ok].max()) if ok.any() else float("nan")
+            for lv, (_, group_of, _) in groupings.items():
+                g = group_of[i]
+                power[lv][g] += mean
+                gpu_time[lv][g] += covered
+            if heat is not None:
+                e = np.pad(energy, (0, pad)).reshape(cols, per).sum(axis=1)
+                c = np.pad(covered, (0, pad)).reshape(cols, per).sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    heat[i] = np.where(c > 0, e / c, np.nan)
+        return power, gpu_time
+
+    parts = map_ranges(batch, np.diff(arrays.offsets))
+    power, gpu_time = parts[0]
+    for p_more, t_more in parts[1:]:
+        for lv in groupings:
+            power[lv] += p_more[lv]
+            gpu_time[lv] += t_more[lv]
     series = {}
     for lv, (names, _, members) in groupings.items():
         sizes = np.array([len(m) for m in members], dtype=np.float64)[:, None]

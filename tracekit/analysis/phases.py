@@ -117,17 +117,16 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
     hi_w = (finite_max if np.isfinite(finite_max) else 0.0) * 1.01 + BIN_W
     n_bins = int(np.ceil(hi_w / BIN_W)) + 1
     phase_hist = np.zeros((k, n_bins), dtype=np.int64)
-    seg_frames, level_rows, p99_rows = [], [], []
-    warnings: list[str] = []
-    for i, gpu in enumerate(arrays.gpus):
+
+    def one_gpu(i: int):
+        gpu = arrays.gpus[i]
         ts, power = arrays.gpu(i)
         if len(ts) == 0:
-            continue
+            return None
         counts, centers = _histogram(power, hi_w)
         keep = counts > 0
         if not keep.any():
-            continue
-        p99_rows.append((gpu, _quantile_from_hist(counts, 0.99, BIN_W)))
+            return None
         kk = min(k, int(keep.sum()))
         lv = kmeans_1d(centers[keep], counts[keep].astype(np.float64), kk)
         gpu_labels = label_phases(ts, power, lv.centers_w, hysteresis=HYSTERESIS, min_dwell_ns=min_dwell_ns)
@@ -137,28 +136,39 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
         labels[a:b] = gpu_labels
         ok = (gpu_labels >= 0) & np.isfinite(power)
         bins = np.minimum((power[ok] / BIN_W).astype(np.int64), n_bins - 1)
-        phase_hist += np.bincount(gpu_labels[ok].astype(np.int64) * n_bins + bins,
-                                  minlength=k * n_bins).reshape(k, n_bins)
+        hist = np.bincount(gpu_labels[ok].astype(np.int64) * n_bins + bins, minlength=k * n_bins).reshape(k, n_bins)
         seg = phase_segments(ts, power, gpu_labels, last_hold_ns=last_hold_ns)
         end_idx = np.minimum(seg.end_idx, len(ts) - 1)
         end_ts = np.where(seg.end_idx < len(ts), ts[end_idx], ts[-1] + last_hold_ns)
-        seg_frames.append(
-            pl.DataFrame({
-                "gpu": pl.Series([gpu], dtype=pl.String).gather(np.zeros(len(seg.label), dtype=np.int64)),
-                "start": ts[seg.start_idx],
-                "end": end_ts,
-                "label": seg.label.astype(np.int8),
-                "mean_w": seg.mean_w,
-                "peak_w": seg.peak_w,
-                "energy_j": seg.energy_j,
-                "covered_s": seg.covered_s,
-            })
-        )
+        frame = pl.DataFrame({
+            "gpu": pl.Series([gpu], dtype=pl.String).gather(np.zeros(len(seg.label), dtype=np.int64)),
+            "start": ts[seg.start_idx],
+            "end": end_ts,
+            "label": seg.label.astype(np.int8),
+            "mean_w": seg.mean_w,
+            "peak_w": seg.peak_w,
+            "energy_j": seg.energy_j,
+            "covered_s": seg.covered_s,
+        })
         row = {"gpu": gpu}
         for j, name in enumerate(names):
             jj = j - (k - kk)
             row[f"level_{name}_w"] = float(lv.centers_w[jj]) if jj >= 0 else None
-        level_rows.append(row)
+        return frame, row, (gpu, _quantile_from_hist(counts, 0.99, BIN_W)), hist
+
+    from tracekit.engine.local import map_ranges
+
+    batches = map_ranges(lambda lo, hi: [one_gpu(i) for i in range(lo, hi)], np.diff(arrays.offsets))
+    seg_frames, level_rows, p99_rows = [], [], []
+    for batch in batches:
+        for res in batch:
+            if res is None:
+                continue
+            frame, row, p99, hist = res
+            seg_frames.append(frame)
+            level_rows.append(row)
+            p99_rows.append(p99)
+            phase_hist += hist
     phase_of = pl.DataFrame({"label": np.arange(k, dtype=np.int8), "phase": list(names)})
     seg_schema = {"gpu": pl.String, "start": pl.Datetime("ns", "UTC"), "end": pl.Datetime("ns", "UTC"),
                   "phase": pl.String, "mean_w": pl.Float64, "peak_w": pl.Float64, "energy_j": pl.Float64,
@@ -179,6 +189,7 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
     gpu_levels = pl.DataFrame(level_rows) if level_rows else pl.DataFrame(schema={"gpu": pl.String})
     gpu_p99 = pl.DataFrame(p99_rows, schema={"gpu": pl.String, "p99_w": pl.Float64}, orient="row")
     # resolution: phases shorter than the data can resolve
+    warnings: list[str] = []
     durations = segments.with_columns(((pl.col("end") - pl.col("start")).dt.total_nanoseconds() / 1e9).alias("d"))
     for name in names:
         d = durations.filter(pl.col("phase") == name).get_column("d")

@@ -1,0 +1,73 @@
+"""Local parallel execution: a thread pool over work items split by cost.
+
+Kernels release the GIL (``nogil=True``), so threads run them on all cores without
+copying arrays between processes.  Work is split into contiguous batches of roughly
+equal cost (samples per GPU), not equal item counts (stumpy's ``_get_array_ranges``
+does the same), and results are merged serially in item order, so the answer does not
+depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+_WORKERS: int | None = None
+
+
+def default_workers() -> int:
+    """Worker threads: ``TRACEKIT_THREADS`` or every core."""
+    if _WORKERS is not None:
+        return _WORKERS
+    env = os.environ.get("TRACEKIT_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, os.cpu_count() or 1)
+
+
+def set_workers(n: int | None) -> None:
+    """Fix the number of worker threads (None: back to the default)."""
+    global _WORKERS
+    _WORKERS = None if n is None else max(1, int(n))
+
+
+def cost_ranges(costs: Sequence[float] | np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Split items ``0..n`` into at most ``parts`` contiguous ranges of similar total cost."""
+    c = np.asarray(costs, dtype=np.float64)
+    n = len(c)
+    if n == 0:
+        return []
+    parts = max(1, min(parts, n))
+    cum = np.cumsum(c)
+    total = cum[-1]
+    if total <= 0:
+        edges = np.linspace(0, n, parts + 1).astype(int)
+    else:
+        targets = total * np.arange(1, parts) / parts
+        edges = np.concatenate([[0], np.searchsorted(cum, targets, side="left") + 1, [n]])
+        edges = np.unique(np.clip(edges, 0, n))
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def map_ranges(fn: Callable[[int, int], T], costs, workers: int | None = None) -> list[T]:
+    """``[fn(a, b) for each cost-balanced range]``, run on a thread pool, in order."""
+    workers = workers or default_workers()
+    ranges = cost_ranges(costs, workers)
+    if len(ranges) <= 1:
+        return [fn(a, b) for a, b in ranges]
+    with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
+        return list(pool.map(lambda r: fn(*r), ranges))
+
+
+def map_items(fn: Callable[[T], object], items: list, workers: int | None = None) -> list:
+    """``[fn(x) for x in items]`` on a thread pool, in order."""
+    workers = workers or default_workers()
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
