@@ -14,6 +14,7 @@ import numbers
 import numpy as np
 
 from tracekit.errors import ParameterError, SchemaError
+from tracekit.kernels._jit import kernel
 
 #: Sentinel for "no timestamp" in int64 nanosecond state arrays.
 NO_TS = np.iinfo(np.int64).min
@@ -96,6 +97,16 @@ def ts_array(func: str, name: str, x: object, *, check_sorted: bool = True) -> n
     return arr
 
 
+@kernel
+def _first_decrease(ts, offsets):
+    """Index i of the first ts[i+1] < ts[i] within a run, or -1."""
+    for g in range(offsets.shape[0] - 1):
+        for i in range(offsets[g] + 1, offsets[g + 1]):
+            if ts[i] < ts[i - 1]:
+                return i - 1
+    return -1
+
+
 def check_sorted_runs(func: str, name: str, ts: np.ndarray, offsets: np.ndarray | None) -> None:
     """SchemaError unless ``ts`` is non-decreasing within each ``offsets`` run.
 
@@ -104,13 +115,9 @@ def check_sorted_runs(func: str, name: str, ts: np.ndarray, offsets: np.ndarray 
     """
     if ts.size < 2:
         return
-    bad = np.diff(ts) < 0
-    if offsets is not None and offsets.size > 2:
-        inner = offsets[1:-1]
-        inner = inner[(inner > 0) & (inner < ts.size)]
-        bad[inner - 1] = False  # a new run may start earlier than the previous one ended
-    if bad.any():
-        i = int(np.argmax(bad))
+    runs = np.array([0, ts.size], dtype=np.int64) if offsets is None else offsets
+    i = int(_first_decrease(ts, runs))
+    if i >= 0:
         where = ""
         if offsets is not None:
             g = int(np.searchsorted(offsets, i, side="right") - 1)

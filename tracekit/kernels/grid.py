@@ -86,75 +86,101 @@ def _grid_param(func: str, grid: object) -> TimeGrid:
 
 
 @kernel
-def _add_interval(a, b, p, t0, step, n_cells, row, energy_j, covered_s):
-    """Add power ``p`` held over [a, b) ns into the cells of row ``row``."""
-    if np.isnan(p):
-        return
-    grid_end = t0 + step * n_cells
-    if a < t0:
-        a = t0
-    if b > grid_end:
-        b = grid_end
-    if b <= a:
-        return
-    c = (a - t0) // step
-    cell_start = t0 + c * step
-    while cell_start < b:
-        cell_end = cell_start + step
-        lo = a if a > cell_start else cell_start
-        hi = b if b < cell_end else cell_end
-        dt_s = (hi - lo) * 1e-9
-        energy_j[row, c] += p * dt_s
-        covered_s[row, c] += dt_s
-        c += 1
-        cell_start = cell_end
-
-
-@kernel
-def _hold_end(t, t_next, max_gap_ns, hold_ns):
-    """End of the hold of a sample at ``t`` followed by one at ``t_next``."""
-    if t_next - t <= max_gap_ns:
-        return t_next
-    end = t + hold_ns
-    return end if end < t_next else t_next
-
-
-@kernel
 def _accumulate_grid_kernel(
     ts_ns, power_w, gpu_offsets, group_of_gpu, params, final, carry_ts, carry_power, energy_j, covered_s
 ):
+    # One pass per GPU over its time-ordered samples, preceded by the carried last
+    # sample of its previous chunk.  The current cell's sums stay in registers
+    # (acc_e in W*ns, acc_ns in ns) and are written once per cell: many samples
+    # share a cell, and a read-modify-write per sample would chain through memory.
+    # Cells are found by stepping, dividing only after a jump.  (Written as one
+    # loop on purpose: helper calls with array arguments were not inlined and
+    # made the kernel several times slower.)
     t0 = params[_P_T0]
     step = params[_P_STEP]
     n_cells = params[_P_N_CELLS]
     max_gap = params[_P_MAX_GAP]
     hold = params[_P_HOLD]
+    grid_end = t0 + step * n_cells
+    step_s = step * 1e-9
     n_gpus = gpu_offsets.shape[0] - 1
     for g in range(n_gpus):
         row = group_of_gpu[g]
         lo = gpu_offsets[g]
         hi = gpu_offsets[g + 1]
-        if carry_ts[g] != NO_TS:  # last sample of this GPU's previous chunk
-            if hi > lo:
-                end = _hold_end(carry_ts[g], ts_ns[lo], max_gap, hold)
-            elif final:
-                end = carry_ts[g] + hold
+        has_carry = carry_ts[g] != NO_TS
+        if hi == lo and not final:
+            continue  # nothing new for this GPU: keep carrying
+        first = lo - 1 if has_carry else lo  # k = lo - 1 stands for the carried sample
+        stop = hi if final else hi - 1  # when not final, sample hi - 1 becomes the carry
+        c = 0
+        cell_start = t0
+        acc_e = 0.0
+        acc_ns = 0
+        for k in range(first, stop):
+            if k < lo:
+                a = carry_ts[g]
+                p = np.float64(carry_power[g])
             else:
-                continue  # nothing new for this GPU: keep carrying
-            _add_interval(carry_ts[g], end, carry_power[g], t0, step, n_cells, row, energy_j, covered_s)
+                a = ts_ns[k]
+                p = np.float64(power_w[k])
+            if k + 1 < hi:
+                t_next = ts_ns[k + 1]
+                if t_next - a <= max_gap:
+                    b = t_next
+                else:
+                    b = a + hold
+                    if b > t_next:
+                        b = t_next
+            else:
+                b = a + hold
+            if np.isnan(p):
+                continue
+            if a < t0:
+                a = t0
+            if b > grid_end:
+                b = grid_end
+            if b <= a:
+                continue
+            cell_end = cell_start + step
+            if a >= cell_end:  # leave the current cell: write its sums, find a's cell
+                if acc_ns > 0:
+                    energy_j[row, c] += acc_e * 1e-9
+                    covered_s[row, c] += acc_ns * 1e-9
+                acc_e = 0.0
+                acc_ns = 0
+                if a - cell_end < step:
+                    c += 1
+                    cell_start = cell_end
+                else:
+                    c = (a - t0) // step
+                    cell_start = t0 + c * step
+                cell_end = cell_start + step
+            if b <= cell_end:  # the common case: the hold stays in one cell
+                acc_e += p * (b - a)
+                acc_ns += b - a
+                continue
+            acc_e += p * (cell_end - a)
+            acc_ns += cell_end - a
+            energy_j[row, c] += acc_e * 1e-9
+            covered_s[row, c] += acc_ns * 1e-9
+            c += 1
+            cell_start = cell_end
+            while b > cell_start + step:  # whole cells
+                energy_j[row, c] += p * step_s
+                covered_s[row, c] += step_s
+                c += 1
+                cell_start += step
+            acc_e = p * (b - cell_start)
+            acc_ns = b - cell_start
+        if acc_ns > 0:
+            energy_j[row, c] += acc_e * 1e-9
+            covered_s[row, c] += acc_ns * 1e-9
+        if final or hi > lo:
             carry_ts[g] = NO_TS
-        if hi == lo:
-            continue
-        for i in range(lo, hi - 1):
-            end = _hold_end(ts_ns[i], ts_ns[i + 1], max_gap, hold)
-            _add_interval(ts_ns[i], end, power_w[i], t0, step, n_cells, row, energy_j, covered_s)
-        last = hi - 1
-        if final:
-            _add_interval(
-                ts_ns[last], ts_ns[last] + hold, power_w[last], t0, step, n_cells, row, energy_j, covered_s
-            )
-        else:
-            carry_ts[g] = ts_ns[last]
-            carry_power[g] = power_w[last]
+        if not final and hi > lo:
+            carry_ts[g] = ts_ns[hi - 1]
+            carry_power[g] = power_w[hi - 1]
 
 
 def _hold_params(func: str, max_gap_ns: object, hold_ns: object) -> tuple[int, int]:
