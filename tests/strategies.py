@@ -90,3 +90,14 @@ def gpu_batches(draw, max_gpus: int = 4, max_n: int = 15):
     n_groups = draw(st.integers(1, 3))
     groups = draw(st.lists(st.integers(0, n_groups - 1), min_size=n_gpus, max_size=n_gpus))
     return traces, np.asarray(groups, dtype=np.int64), n_groups
+
+
+@st.composite
+def grids_for(draw, ts: np.ndarray, max_cells: int = 300):
+    """A (t0_ns, step_ns, n_cells) grid over (most of) the span of ``ts``."""
+    start = int(ts.min()) if len(ts) else 0
+    span = int(ts.max()) - start + 300 if len(ts) else 300
+    step = draw(st.sampled_from([1, 3, 7, 50, 100, 333]))
+    t0 = start + draw(st.integers(-60, 60))
+    n_cells = min(max_cells, span // step + draw(st.integers(-3, 3)))
+    return t0, step, max(n_cells, 0)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import naive
-from tests.strategies import chunks, gpu_batches, power_traces, split_points
+from tests.strategies import chunks, gpu_batches, grids_for, power_traces, split_points
 from tracekit.errors import ParameterError, SchemaError
 from tracekit.kernels.grid import (
     GridAccumulator,
@@ -81,9 +81,10 @@ def test_hand_worked_example():
 
 
 @FAST
-@given(power_traces(max_n=30), grids, gap_params)
-def test_one_gpu_equals_naive_and_conserves_energy(trace, grid, gaps):
+@given(power_traces(max_n=30), gap_params, st.data())
+def test_one_gpu_equals_naive_and_conserves_energy(trace, gaps, data):
     ts, power = trace
+    grid = TimeGrid(*data.draw(grids_for(ts)))
     max_gap, hold = gaps
     energy, covered = accumulate_grid(ts, power, grid, max_gap_ns=max_gap, hold_ns=hold)
     exp_e, exp_c = naive.naive_grid(
@@ -97,6 +98,20 @@ def test_one_gpu_equals_naive_and_conserves_energy(trace, grid, gaps):
     )
     assert energy.sum() == pytest.approx(integral, rel=1e-12, abs=1e-18)
     assert np.all(covered <= grid.step_s * (1 + 1e-12))
+
+
+@FAST
+@given(power_traces(max_n=20), grids, gap_params)
+def test_one_gpu_on_any_grid_equals_naive(trace, grid, gaps):
+    ts, power = trace
+    max_gap, hold = gaps
+    energy, covered = accumulate_grid(ts, power, grid, max_gap_ns=max_gap, hold_ns=hold)
+    exp_e, exp_c = naive.naive_grid(
+        ts, power, t0_ns=grid.t0_ns, step_ns=grid.step_ns, n_cells=grid.n_cells,
+        max_gap_ns=max_gap, hold_ns=hold,
+    )
+    np.testing.assert_allclose(energy, exp_e, **CLOSE)
+    np.testing.assert_allclose(covered, exp_c, **CLOSE)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -150,9 +165,10 @@ def test_accepts_datetime64_and_adds_into_given_arrays():
 
 
 @FAST
-@given(gpu_batches(), grids, gap_params, st.randoms(use_true_random=False))
-def test_batch_equals_per_gpu_sums_and_gpu_order_does_not_matter(batch, grid, gaps, rnd):
+@given(gpu_batches(), gap_params, st.randoms(use_true_random=False), st.data())
+def test_batch_equals_per_gpu_sums_and_gpu_order_does_not_matter(batch, gaps, rnd, data):
     traces, groups, n_groups = batch
+    grid = TimeGrid(*data.draw(grids_for(np.concatenate([t for t, _ in traces]))))
     max_gap, hold = gaps
     ts, power, offsets = _csr(traces)
     energy, covered = accumulate_grid_batch(
@@ -176,9 +192,10 @@ def test_batch_equals_per_gpu_sums_and_gpu_order_does_not_matter(batch, grid, ga
 
 
 @FAST
-@given(gpu_batches(), grids, gap_params, st.data())
-def test_chunked_accumulator_equals_one_shot(batch, grid, gaps, data):
+@given(gpu_batches(), gap_params, st.data())
+def test_chunked_accumulator_equals_one_shot(batch, gaps, data):
     traces, groups, n_groups = batch
+    grid = TimeGrid(*data.draw(grids_for(np.concatenate([t for t, _ in traces]))))
     max_gap, hold = gaps
     ts, power, offsets = _csr(traces)
     one_e, one_c = accumulate_grid_batch(
