@@ -212,7 +212,9 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
     iteration_summary = None
     stragglers = find_stragglers(pl.DataFrame())
     if workload == "training":
-        period_s, corr = autocorr_period_s(cluster.power_w[0], grid.step_s)
+        # a period shorter than two effective update periods cannot be resolved
+        period_s, corr = autocorr_period_s(cluster.power_w[0], grid.step_s,
+                                           min_period_s=max(0.05, 2 * effective_period_s, 2 * grid.step_s))
         if period_s is not None:
             per_gpu_iter = iteration_table(detection.segments, period_s)
             stragglers = find_stragglers(per_gpu_iter)

@@ -99,18 +99,41 @@ def choose_workload(arrays: GpuArrays) -> str:
     c = lv.centers_w
     span = c[2] - c[0]
     middle_distinct = span > 0 and (c[1] - c[0]) > 0.2 * span and (c[2] - c[1]) > 0.2 * span
-    if middle_distinct and share[1] > 0.2 and share[2] < share[1]:
+    if middle_distinct and share[1] > 0.1 and share[2] < share[1]:
         return "inference"
     return "training"
 
 
-def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sample_period_s: float) -> Detection:
-    """Levels, labels and segments for every GPU."""
+#: Sampling periods at or above this are coarse: every sample is a reading of tens
+#: of ms of work, and one sample may be a whole phase.
+COARSE_PERIOD_S = 0.05
+
+
+def default_min_dwell_s(sample_period_s: float, effective_period_s: float) -> float:
+    """Minimum dwell before a phase change is accepted.
+
+    Fine sampling (< 50 ms): two samples and at least one effective update period,
+    so one noisy sample cannot switch phase and values repeated by a slowly updating
+    counter count once.  Coarse sampling (>= 50 ms): no dwell (plain hysteresis), so
+    a single reading can be a phase (a 250 ms sample of a prompt burst is real); the
+    analysis then warns that such phases are at the resolution limit.
+    """
+    if sample_period_s >= COARSE_PERIOD_S:
+        return 0.0
+    return max(2 * sample_period_s, effective_period_s)
+
+
+def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sample_period_s: float,
+           min_dwell_s: float | None = None) -> Detection:
+    """Levels, labels and segments for every GPU (``min_dwell_s`` defaults to
+    :func:`default_min_dwell_s`)."""
     if workload == "auto":
         workload = choose_workload(arrays)
     names = PHASE_NAMES[workload]
     k = len(names)
-    min_dwell_ns = int(max(3 * sample_period_s, 2 * effective_period_s) * 1e9)
+    if min_dwell_s is None:
+        min_dwell_s = default_min_dwell_s(sample_period_s, effective_period_s)
+    min_dwell_ns = int(min_dwell_s * 1e9)
     last_hold_ns = int(sample_period_s * 1e9)
     labels = np.full(len(arrays.ts_ns), -1, dtype=np.int8)
     finite_max = float(np.nanmax(arrays.power_w)) if len(arrays.power_w) else 0.0
