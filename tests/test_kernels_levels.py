@@ -64,6 +64,15 @@ def test_histogram_accepts_polars_and_counts_null_as_missing():
     assert counts.tolist() == [0, 1, 2, 0]
 
 
+def test_histogram_accepts_arrow_with_nulls():
+    import pyarrow as pa
+
+    arr = pa.array([100.0, None, 250.0], type=pa.float32())
+    assert power_histogram(arr, bin_w=100.0, n_bins=4).tolist() == [0, 1, 1, 0]
+    chunked = pa.chunked_array([arr, arr])
+    assert power_histogram(chunked, bin_w=100.0, n_bins=4).tolist() == [0, 2, 2, 0]
+
+
 def test_histogram_edges_follow_floor_rule():
     counts = power_histogram(np.array([0.0, 9.999, 10.0, 20.0, 39.0, 40.0]), bin_w=10.0, n_bins=4)
     assert counts.tolist() == [2, 1, 1, 2]  # 40.0 is clamped into the last bin

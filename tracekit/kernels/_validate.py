@@ -28,10 +28,10 @@ def _to_numpy(x: object) -> np.ndarray:
         return x
     to_numpy = getattr(x, "to_numpy", None)
     if to_numpy is not None:  # Polars Series, pyarrow Array / ChunkedArray
-        try:
-            return np.asarray(to_numpy())
-        except TypeError:  # pyarrow wants zero_copy_only=False for nulls
+        try:  # pyarrow: nulls need a copy (floats become NaN)
             return np.asarray(to_numpy(zero_copy_only=False))
+        except TypeError:  # Polars (nulls in floats become NaN)
+            return np.asarray(to_numpy())
     return np.asarray(x)
 
 
