@@ -63,6 +63,40 @@ def is_dataset(path: Path | str) -> bool:
         return False
 
 
+def _gpu_dictionary(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    """gpu ids as one dictionary<int32, string> shared by every chunk (no string
+    round trip when they already are a dictionary)."""
+    if pa.types.is_dictionary(col.type):
+        try:
+            col = col.cast(target)
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+            col = col.cast(pa.string()).dictionary_encode().cast(target)
+    else:
+        col = col.cast(pa.string()).dictionary_encode().cast(target)
+    return col.unify_dictionaries()
+
+
+def _gpu_runs(col: pa.ChunkedArray) -> list[tuple[str, int, int]]:
+    """(gpu, first row, row count) of each run of equal gpu ids; SchemaError when a
+    GPU appears in two runs (rows not grouped by gpu)."""
+    if col.num_chunks == 0:
+        return []
+    dictionary = col.chunk(0).dictionary
+    indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in col.chunks])
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(indices)) + 1])
+    counts = np.diff(np.concatenate([starts, [len(indices)]]))
+    names = dictionary.take(pa.array(indices[starts])).to_pylist()
+    if len(set(names)) != len(names):
+        seen, dup = set(), None
+        for n in names:
+            if n in seen:
+                dup = n
+                break
+            seen.add(n)
+        raise SchemaError(f"DatasetWriter.write: rows of GPU {dup!r} are not contiguous; sort by (gpu, ts)")
+    return [(n, int(a), int(c)) for n, a, c in zip(names, starts, counts)]
+
+
 def _to_arrow(frame) -> pa.Table:
     if isinstance(frame, pl.DataFrame):
         table = frame.to_arrow()
@@ -79,10 +113,7 @@ def _to_arrow(frame) -> pa.Table:
         if name in _ARROW_TYPES:
             target = _ARROW_TYPES[name]
             if name == "gpu":
-                if pa.types.is_dictionary(col.type):
-                    col = col.cast(pa.string())
-                col = col.cast(pa.string()).dictionary_encode()
-                col = col.cast(target)
+                col = _gpu_dictionary(col, target)
             else:
                 col = col.cast(target)
         cols.append(col)
@@ -180,10 +211,8 @@ class DatasetWriter:
         elif table.schema != self._schema:
             table = table.select(self._schema.names).cast(self._schema)
         # one row group per GPU range (split into row_group_rows chunks)
-        gpu_plain = table.column("gpu").cast(pa.string())
-        df = pl.from_arrow(pa.table({"gpu": gpu_plain})).with_row_index("i")
-        bounds = df.group_by("gpu", maintain_order=True).agg(pl.col("i").min().alias("a"), pl.col("i").max().alias("b"))
-        for gpu, a, b in bounds.iter_rows():
+        for gpu, a, n in _gpu_runs(table.column("gpu")):
+            b = a + n - 1
             if self._gpus_seen and gpu <= self._gpus_seen[-1]:
                 raise SchemaError(
                     f"DatasetWriter.write: GPU {gpu!r} arrives after {self._gpus_seen[-1]!r}; "
