@@ -138,8 +138,16 @@ class TraceSet:
         if self._periods is None:
             from tracekit.kernels.stats import gpu_sampling
 
+            from tracekit.engine.local import map_ranges
+
             a = self.arrays()
-            st = gpu_sampling(a.ts_ns, a.power_w, a.offsets)
+
+            def part(lo: int, hi: int) -> dict:
+                s0, s1 = a.offsets[lo], a.offsets[hi]
+                return gpu_sampling(a.ts_ns[s0:s1], a.power_w[s0:s1], a.offsets[lo: hi + 1] - s0)
+
+            parts = map_ranges(part, np.diff(a.offsets)) or [gpu_sampling(a.ts_ns, a.power_w, a.offsets)]
+            st = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             self._periods = pl.DataFrame({
                 "gpu": pl.Series(a.gpus, dtype=pl.String),
                 "samples": st["samples"],

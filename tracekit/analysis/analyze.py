@@ -118,9 +118,9 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
     -------
     Analysis
     """
-    if not hasattr(traceset, "samples"):
-        from tracekit.traceset import open_trace
+    from tracekit.traceset import TraceSet, open_trace
 
+    if not isinstance(traceset, TraceSet):
         traceset = open_trace(traceset)
     opts = options or AnalyzeOptions()
     for k, v in kw.items():
