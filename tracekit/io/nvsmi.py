@@ -1,0 +1,1036 @@
+"""Reader for ``nvidia-smi --query-gpu=... --format=csv[,noheader][,nounits]`` logs.
+
+What the logger writes, warts included (see ``../shared/real_traces``):
+
+- a header ``timestamp, power.draw [W], utilization.gpu [%], ...`` (units in
+  brackets), values with or without unit suffix (``208.36 W``, ``0 %``), even mixed
+  in one file; ``, `` or ``,`` separators;
+- local wall-clock timestamps without a zone, ``2025/07/26 23:32:09.703``;
+- ``N/A``, ``[N/A]``, ``[Not Supported]``, ``[Unknown Error]`` for missing values;
+- the header repeated mid-file when logs were concatenated;
+- with ``-lms N`` and no ``index`` column, the GPUs come one row each per sweep in a
+  fixed order (see :func:`infer_sweep_structure`).
+
+Parsing is vectorized: Polars' CSV reader splits every line into String columns
+(blank lines kept as rows, so a row's position gives its line number), then strip /
+cast expressions with ``strict=False`` parse the values; a cast that fails where
+the text was not a null token marks the row unparsable.  No Python loop runs per
+row; the only Python loop is over irregular stretches of sweeps (late or incomplete
+ones), which are rare.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from tracekit.errors import InputError, ParameterError
+from tracekit.io.base import (
+    GZIP_MAGIC,
+    POWER_UNIT_SCALE,
+    ZSTD_MAGIC,
+    ReadOptions,
+    SourceFrame,
+    decode_text,
+    default_host,
+    loc,
+    power_scale,
+    read_bytes,
+)
+from tracekit.quality import MAX_EXAMPLES, DataQuality
+from tracekit.schema import LINE_COLUMN, TS_DTYPE, PowerSemantics, empty_samples
+from tracekit.specs import find_gpu_spec
+
+FORMAT = "nvsmi_csv"
+
+#: nvidia-smi's CSV timestamp, local time without zone.
+TS_FORMAT = "%Y/%m/%d %H:%M:%S%.f"
+#: The same with exactly three fraction digits, which Polars parses on a fast path.
+TS_FORMAT_FAST = "%Y/%m/%d %H:%M:%S.%3f"
+#: Other spellings tried for rows the nvidia-smi format does not parse.
+TS_FALLBACK_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f")
+
+#: Power fields, in order of preference when several are present.
+POWER_FIELDS = ("power.draw.instant", "power.draw", "power.draw.average")
+
+#: Source field -> (canonical column, default unit of its values, dtype).
+VALUE_FIELDS: dict[str, tuple[str, str | None, pl.DataType]] = {
+    "clocks.sm": ("sm_clock_mhz", "MHz", pl.Float32()),
+    "clocks.current.sm": ("sm_clock_mhz", "MHz", pl.Float32()),
+    "clocks.mem": ("mem_clock_mhz", "MHz", pl.Float32()),
+    "clocks.current.memory": ("mem_clock_mhz", "MHz", pl.Float32()),
+    "utilization.gpu": ("gpu_util", "%", pl.Float32()),
+    "utilization.memory": ("mem_util", "%", pl.Float32()),
+    "temperature.gpu": ("temp_c", None, pl.Float32()),
+    "total_energy_consumption": ("energy_j", "mJ", pl.Float64()),
+}
+ENERGY_UNIT_SCALE_J = {"mj": 1e-3, "j": 1.0, "kj": 1e3}
+
+IDENTITY_FIELDS = {
+    "index": "index",
+    "uuid": "uuid",
+    "gpu_uuid": "uuid",
+    "pci.bus_id": "bus_id",
+    "gpu_bus_id": "bus_id",
+    "name": "name",
+    "gpu_name": "name",
+}
+
+#: Field names that only nvidia-smi's query CSV has (used by the sniffer).
+KNOWN_FIELDS = frozenset(
+    {"timestamp", *POWER_FIELDS, *VALUE_FIELDS, *IDENTITY_FIELDS, "memory.used", "memory.total",
+     "memory.free", "power.limit", "enforced.power.limit", "pstate", "clocks.gr", "driver_version",
+     "fan.speed", "temperature.memory", "clocks_throttle_reasons.active"}
+)
+
+_HEADER_FIELD = re.compile(r"^(?P<name>.*?)\s*(?:\[(?P<unit>[^\]]*)\])?\s*$")
+_TS_START = re.compile(r"^\s*\d{4}[/-]\d{2}[/-]\d{2}[ T]\d{2}:\d{2}:\d{2}")
+_WATTS_VALUE = re.compile(r"^\s*[-+]?\d+(?:\.\d*)?\s*W\s*$")
+
+#: GPUs per sweep tried when inferring the sweep structure.
+MAX_GPUS_PER_SWEEP = 64
+#: Boundary gaps must be this many times the within-sweep gaps to trust the structure.
+MIN_SEPARATION = 3.0
+#: Gaps are floored at the timestamps' resolution (1 ms) when compared.
+GAP_FLOOR_NS = 1_000_000
+#: Sweeps per window, and windows (overlapping, spread over the run), used to score a
+#: candidate sweep size.
+SWEEPS_PER_WINDOW = 4
+SWEEP_WINDOWS = 17
+#: A backward step of local time larger than this is a DST fall-back (or a restart).
+DST_STEP_NS = 10 * 60 * 1_000_000_000
+
+_PREFIX = "c"  # polars column names c0, c1, ...
+UTF8_BOM = b"\xef\xbb\xbf"
+#: Bytes read to find the header and name the columns of noheader files.
+HEAD_BYTES = 256 * 1024
+
+
+# -- detection --------------------------------------------------------------------------
+
+
+def _split_header(line: str) -> list[tuple[str, str | None]]:
+    out = []
+    for raw in line.split(","):
+        m = _HEADER_FIELD.match(raw.strip())
+        name = (m.group("name") if m else raw).strip().lower()
+        unit = m.group("unit").strip() if m and m.group("unit") is not None else None
+        out.append((name, unit))
+    return out
+
+
+def _first_lines(head: str, n: int = 2) -> list[str]:
+    lines = []
+    for line in head.splitlines():
+        if line.strip():
+            lines.append(line)
+            if len(lines) >= n:
+                break
+    return lines
+
+
+def _is_noheader_row(line: str) -> bool:
+    fields = line.split(",")
+    return len(fields) >= 2 and bool(_TS_START.match(fields[0])) and any(
+        _WATTS_VALUE.match(f) for f in fields[1:]
+    )
+
+
+def sniff(head: str, path: Path) -> bool:
+    """True when ``head`` looks like an nvidia-smi ``--query-gpu`` CSV.
+
+    Parameters
+    ----------
+    head
+        The first ~64 KiB of the decoded file.
+    path
+        The file (unused: detection is by content).
+
+    Returns
+    -------
+    bool
+        A header naming a power field (``power.draw [W]``, ``power.draw.instant``,
+        ``power.draw.average``) or ``timestamp`` with another nvidia-smi field; the
+        header may use a wrong delimiter (``;``, tab) so that :func:`read` can say so.
+        Also ``noheader`` files whose first row is ``<timestamp>, ..., <number> W, ...``.
+    """
+    lines = _first_lines(head, 1)
+    if not lines:
+        return False
+    first = lines[0].lstrip("\ufeff")
+    if _is_noheader_row(first):
+        return True
+    names = {n for n, _ in _split_header(re.sub(r"[;\t]", ",", first))}
+    if names & set(POWER_FIELDS):
+        return True
+    return "timestamp" in names and len(names & KNOWN_FIELDS) >= 2
+
+
+# -- header ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Layout:
+    """Where things are in the file: header fields and the line the data starts after."""
+
+    names: list[str]
+    units: list[str | None]
+    header_text: str | None  # None for noheader files
+    skip_lines: int  # raw lines before the header (or the first data row)
+    header_line: int | None  # 1-based line number of the header
+
+
+def _locate_start(data: bytes, path: Path) -> tuple[int, int]:
+    """(lines to skip, byte offset) of the first non-blank line."""
+    pos = 0
+    skipped = 0
+    n = len(data)
+    while pos < n:
+        end = data.find(b"\n", pos)
+        end = n if end < 0 else end
+        if data[pos:end].strip():
+            return skipped, pos
+        skipped += 1
+        pos = end + 1
+    if n >= HEAD_BYTES:
+        raise InputError(f"no text in the first {HEAD_BYTES // 1024} KiB", path=str(path))
+    raise InputError("empty file", path=str(path))
+
+
+def _layout(data: bytes, path: Path) -> _Layout:
+    skip, start = _locate_start(data, path)
+    end = data.find(b"\n", start)
+    first = decode_text(data[start : (len(data) if end < 0 else end)], path).rstrip("\r")
+    line_no = skip + 1
+    if _TS_START.match(first.split(",")[0]):
+        return _noheader_layout(data, start, skip, path)
+    if "," not in first:
+        for sep, word in ((";", "';' (semicolon)"), ("\t", "tab")):
+            if sep in first:
+                raise InputError(
+                    f"header is separated by {word}, not ','; nvidia-smi --format=csv writes "
+                    f"comma-separated values (re-export with commas, or pass --format generic_csv): "
+                    f"{first[:80]!r}",
+                    path=str(path),
+                    line=line_no,
+                )
+    fields = _split_header(first)
+    names = [n for n, _ in fields]
+    units = [u for _, u in fields]
+    if "timestamp" not in names:
+        raise InputError(
+            f"no timestamp column in the nvidia-smi header (found: {', '.join(names)}); "
+            "log with --query-gpu=timestamp,...",
+            path=str(path),
+            line=line_no,
+        )
+    return _Layout(names, units, first, skip, line_no)
+
+
+def _noheader_layout(data: bytes, start: int, skip: int, path: Path) -> _Layout:
+    """Name the columns of a ``noheader`` file from its first rows.
+
+    Needs: the timestamp first and power values WITH their unit (``69.32 W``, i.e. not
+    ``nounits``), in one column; a ``GPU-...`` column is taken as the uuid.  Other
+    columns are ignored (they cannot be told apart without a header).
+    """
+    chunk = data[start : start + 64 * 1024]
+    if len(data) > start + len(chunk) and b"\n" in chunk:  # cut at a line end
+        chunk = chunk[: chunk.rfind(b"\n")]
+    text = decode_text(chunk, path)
+    rows = [r.rstrip("\r") for r in text.splitlines() if r.strip()][:200]
+    k = len(rows[0].split(","))
+    watts: set[int] = set()
+    uuid: set[int] = set()
+    for r in rows:
+        fields = r.split(",")
+        if len(fields) != k:
+            continue
+        for i, f in enumerate(fields[1:], start=1):
+            if _WATTS_VALUE.match(f):
+                watts.add(i)
+            elif f.strip().startswith("GPU-"):
+                uuid.add(i)
+    if len(watts) != 1:
+        raise InputError(
+            "noheader nvidia-smi file: cannot tell which column is power "
+            f"({'no' if not watts else len(watts)} column(s) with values like '69.32 W'); "
+            "log with a header, or with units (not nounits)",
+            path=str(path),
+            line=skip + 1,
+        )
+    names = [f"_field{i}" for i in range(k)]
+    units: list[str | None] = [None] * k
+    names[0] = "timestamp"
+    (p,) = watts
+    names[p], units[p] = "power.draw", "W"
+    if len(uuid) == 1:
+        names[next(iter(uuid))] = "uuid"
+    return _Layout(names, units, None, skip, None)
+
+
+# -- value parsing ----------------------------------------------------------------------
+
+
+def _null_token(s: pl.Expr) -> pl.Expr:
+    """nvidia-smi's spellings of "no value": ``[N/A]``, ``[Not Supported]``, ``N/A``, ``""``."""
+    return s.str.starts_with("[") | (s == "N/A") | (s == "")
+
+
+def _stripped_expr(s: pl.Expr, unit: str | None) -> pl.Expr:
+    """Text of a value without surrounding blanks and without its unit suffix.
+
+    Only a trailing unit is removed (``208.36 W``); one in front (``W 208.36``) stays
+    and makes the cast fail."""
+    if unit:
+        return s.str.strip_chars_end(" \t\r" + unit).str.strip_chars_start()
+    return s.str.strip_chars()
+
+
+def _stripped(col: str, unit: str | None) -> pl.Expr:
+    return _stripped_expr(pl.col(col), unit)
+
+
+# -- sweeps -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepStructure:
+    """How rows of a file without an index column group into sweeps.
+
+    Attributes
+    ----------
+    gpus_per_sweep
+        Rows (GPUs) per sweep.
+    threshold_ns
+        A gap at least this long between consecutive rows starts a new sweep; None
+        where the timing shows no structure (rows are then assigned by position
+        modulo ``gpus_per_sweep``).
+    separation
+        Typical boundary gap over typical within-sweep gap (1.0 when unknown).
+    inferred
+        True when ``gpus_per_sweep`` came from the timing, not from the user.
+    """
+
+    gpus_per_sweep: int
+    threshold_ns: float | None
+    separation: float
+    inferred: bool
+
+
+def _window_scores(gaps_ns: NDArray[np.int64], n: int) -> tuple[float, float, float]:
+    """(separation, boundary gap, within-sweep gap) of one window for ``n`` GPUs.
+
+    The gaps are laid out in ``n`` columns; the boundary column is the one with the
+    largest lower quartile, the within-sweep gap the largest median of the other
+    columns (floored at :data:`GAP_FLOOR_NS`).
+    """
+    rows = len(gaps_ns) // n
+    table = gaps_ns[: rows * n].reshape(rows, n)
+    k25, k50 = (rows - 1) // 4, (rows - 1) // 2
+    part = np.partition(table, (k25, k50), axis=0)
+    q25, q50 = part[k25], part[k50]
+    phase = int(np.argmax(q25))
+    boundary = float(q25[phase])
+    within = float(max(np.max(np.delete(q50, phase)), GAP_FLOOR_NS))
+    return boundary / within, boundary, within
+
+
+def infer_sweep_structure(ts_ns: NDArray[np.int64], gpus_per_sweep: int | None = None) -> SweepStructure:
+    """Infer how many GPUs one sweep of an index-less nvidia-smi log holds.
+
+    Parameters
+    ----------
+    ts_ns
+        Timestamps (any epoch, ns) of consecutive rows of one logger run, in file order.
+    gpus_per_sweep
+        Known GPUs per sweep (``--gpus-per-host``); only the gap threshold is inferred.
+
+    Returns
+    -------
+    SweepStructure
+
+    Notes
+    -----
+    ``nvidia-smi -lms P`` queries the GPUs one after the other (a few ms apart),
+    then sleeps ``P``.  For a candidate sweep size ``n`` the row-to-row gaps are laid
+    out in a table of ``n`` columns (one per position in the sweep).  With the right
+    ``n`` one column holds the sweep boundaries: its lower quartile is about ``P``,
+    while the median of every other column is a few ms.  Their ratio is the
+    *separation*.  Quantiles make this robust to late sweeps (a delay inside a sweep
+    affects a few percent of one column) and to jitter.  A divisor of the true ``n``
+    mixes boundary and within-sweep gaps in its boundary column (low lower quartile);
+    a multiple has a second boundary column (high median); a size that is neither
+    spreads the boundaries over all columns.  Only the true size separates.
+    Each window of four sweeps finds its own phase, and the score is the median over
+    up to 17 windows spread over the run, so a lost row (which shifts the phase)
+    spoils only the windows around it.  The smallest size whose
+    separation is at least half the best is taken; with no size above
+    :data:`MIN_SEPARATION` the rows are one GPU.  The gap that starts a new sweep is
+    the geometric mean of the boundary and within-sweep gaps.  Sizes are tried up to
+    :data:`MAX_GPUS_PER_SWEEP`, and only where the run holds two windows of sweeps
+    (eight sweeps), so that a few late rows cannot fake a boundary column.  Shorter
+    logs read as one GPU (with a warning when the gaps say otherwise): pass
+    ``--gpus-per-host`` there.
+    """
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    n_gaps = len(ts) - 1
+    if gpus_per_sweep is not None and gpus_per_sweep < 1:
+        raise ParameterError(f"gpus_per_host must be >= 1, got {gpus_per_sweep}")
+    if n_gaps < 2:
+        return SweepStructure(gpus_per_sweep or 1, None, 1.0, gpus_per_sweep is None)
+
+    def score(n: int) -> tuple[float, float, float]:
+        size = min(n * SWEEPS_PER_WINDOW, n_gaps)
+        count = min(SWEEP_WINDOWS, max(1, 2 * n_gaps // size - 1))
+        rows = sorted(
+            _window_scores(np.abs(np.diff(ts[s : s + size + 1])), n)
+            for s in np.linspace(0, n_gaps - size, count).astype(np.int64).tolist()
+        )
+        return rows[len(rows) // 2]
+
+    if gpus_per_sweep is not None:
+        if gpus_per_sweep == 1 or gpus_per_sweep > n_gaps:
+            return SweepStructure(gpus_per_sweep, None, 1.0, False)
+        sep, boundary, within = score(gpus_per_sweep)
+        thr = float(np.sqrt(boundary * within)) if sep >= MIN_SEPARATION else None
+        return SweepStructure(gpus_per_sweep, thr, sep, False)
+
+    largest = min(MAX_GPUS_PER_SWEEP, n_gaps // (2 * SWEEPS_PER_WINDOW))
+    scores = {n: score(n) for n in range(2, largest + 1)}
+    if not scores or max(s[0] for s in scores.values()) < MIN_SEPARATION:
+        return SweepStructure(1, None, 1.0, True)
+    best = max(s[0] for s in scores.values())
+    n = min(c for c, s in scores.items() if s[0] >= 0.5 * best)
+    sep, boundary, within = scores[n]
+    return SweepStructure(n, float(np.sqrt(boundary * within)), sep, True)
+
+
+def _group_runs(lengths: list[int], n: int, at_end: bool) -> list[tuple[int, bool]]:
+    """Partition an irregular stretch of runs into sweeps.
+
+    Returns, per group of consecutive runs, (rows in the group, attributable).  Groups
+    hold at most ``n`` rows (or one run); the partition maximizes complete sweeps
+    (exactly ``n`` rows), then prefers fewer groups.  A group is attributable when it
+    is complete, or when it is the block's last and incomplete (the logger stopped
+    mid-sweep: its rows are the first GPUs in order).
+    """
+    k = len(lengths)
+    best: list[tuple[int, int]] = [(0, 0)] + [(-1, 0)] * k
+    back = [0] * (k + 1)
+    for j in range(1, k + 1):
+        total = 0
+        for i in range(j - 1, -1, -1):
+            total += lengths[i]
+            if i < j - 1 and total > n:
+                break
+            cand = (best[i][0] + (1 if total == n else 0), best[i][1] - 1)
+            if cand > best[j]:
+                best[j], back[j] = cand, i
+    groups = []
+    j = k
+    while j > 0:
+        i = back[j]
+        total = sum(lengths[i:j])
+        groups.append((total, total == n or (at_end and j == k and total < n)))
+        j = i
+    return groups[::-1]
+
+
+def sweep_positions(ts_ns: NDArray[np.int64], structure: SweepStructure) -> NDArray[np.int16]:
+    """Position of each row in its sweep (the GPU's place in nvidia-smi's order).
+
+    Parameters
+    ----------
+    ts_ns
+        Timestamps of consecutive rows of one logger run, file order (ns).
+    structure
+        From :func:`infer_sweep_structure`.
+
+    Returns
+    -------
+    numpy.ndarray
+        int16 positions ``0 .. gpus_per_sweep - 1``; ``-1`` for rows of an incomplete
+        sweep that cannot be attributed.
+
+    Notes
+    -----
+    Gaps of at least ``threshold_ns`` (or backward steps as large) split the rows into
+    runs.  A run of ``n`` rows (or a multiple) is complete.  Stretches of other runs
+    (a late sweep split in two by a delay, a lost row, a truncated end) are grouped
+    by :func:`_group_runs`; rows of incomplete groups get ``-1``, except a last,
+    truncated sweep, whose rows are the first GPUs in order.
+    """
+    n = structure.gpus_per_sweep
+    size = len(ts_ns)
+    if n == 1:
+        return np.zeros(size, dtype=np.int16)
+    if structure.threshold_ns is None:
+        return (np.arange(size, dtype=np.int64) % n).astype(np.int16)
+    thr = int(np.ceil(structure.threshold_ns))
+    gaps = np.diff(np.asarray(ts_ns, dtype=np.int64))
+    is_start = np.empty(size, dtype=bool)
+    is_start[:1] = True
+    np.greater_equal(np.abs(gaps), thr, out=is_start[1:])
+    starts = np.flatnonzero(is_start)
+    lengths = np.diff(np.append(starts, size))
+    if np.all(lengths == n):  # the common case: every sweep complete and separated
+        return np.tile(np.arange(n, dtype=np.int16), len(starts))
+    pos = (np.arange(size, dtype=np.int64) - np.repeat(starts, lengths)) % n
+    irregular = lengths % n != 0
+    if irregular.any():
+        # stretches of consecutive irregular runs
+        idx = np.flatnonzero(irregular)
+        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+        for stretch in np.split(idx, breaks):
+            first_run, last_run = int(stretch[0]), int(stretch[-1])
+            row = int(starts[first_run])
+            groups = _group_runs(lengths[first_run : last_run + 1].tolist(), n, last_run == len(starts) - 1)
+            for total, ok in groups:
+                pos[row : row + total] = np.arange(total) if ok else -1
+                row += total
+    return pos.astype(np.int16)
+
+
+# -- time zones -------------------------------------------------------------------------
+
+
+def _to_utc(
+    ts_local: pl.Series, opts: ReadOptions, path: Path, lines: pl.Series, quality: DataQuality
+) -> tuple[pl.Series, pl.Series | None]:
+    """Local naive timestamps -> UTC.  Returns (ts UTC, non-existent mask or None)."""
+    if opts.utc_offset_s is not None:
+        shift = pl.duration(nanoseconds=int(round(opts.utc_offset_s * 1e9)))
+        out = pl.select((pl.lit(ts_local) - shift).dt.replace_time_zone("UTC")).to_series()
+        return out.alias("ts"), None
+    if not opts.tz:
+        quality.warn(f"{path}: timestamps have no time zone; read as UTC (pass --utc-offset or --tz)")
+        return ts_local.dt.replace_time_zone("UTC").alias("ts"), None
+
+    try:
+        early = ts_local.dt.replace_time_zone(opts.tz, ambiguous="earliest", non_existent="null")
+    except Exception:  # polars raises ComputeError for unknown zones
+        raise ParameterError(f"unknown time zone {opts.tz!r} (use an IANA name such as America/Los_Angeles)") from None
+    late = ts_local.dt.replace_time_zone(opts.tz, ambiguous="latest", non_existent="null")
+    ambiguous = (early != late).fill_null(False)
+    nonexistent = ts_local.is_not_null() & early.is_null()
+    out = early
+    n_amb = int(ambiguous.sum())
+    if n_amb:
+        # Order decides: inside a run of ambiguous rows, rows after a backward step of
+        # local time (the fall-back) take the later offset.
+        frame = pl.DataFrame({"local": ts_local, "amb": ambiguous}).with_row_index("_i")
+        amb_rows = frame.filter(pl.col("local").is_not_null()).with_columns(
+            (pl.col("amb") != pl.col("amb").shift(1)).fill_null(True).cum_sum().alias("_run"),
+            (pl.col("local").diff().dt.total_nanoseconds() < -DST_STEP_NS).fill_null(False).alias("_step"),
+        )
+        amb_rows = amb_rows.with_columns(
+            ((pl.col("_step").cast(pl.Int64).cum_sum().over("_run") > 0) & pl.col("amb")).alias("_late")
+        )
+        use_late = np.zeros(len(ts_local), dtype=bool)
+        use_late[amb_rows.filter("_late").get_column("_i").to_numpy()] = True
+        out = pl.select(pl.when(pl.lit(pl.Series(use_late))).then(pl.lit(late)).otherwise(pl.lit(early))).to_series()
+        quality.repair("dst_ambiguous", n_amb, [loc(path, x) for x in lines.filter(ambiguous).head(MAX_EXAMPLES)])
+    out = out.dt.convert_time_zone("UTC").alias("ts")
+    return out, nonexistent if bool(nonexistent.any()) else None
+
+
+# -- power semantics --------------------------------------------------------------------
+
+
+def _semantics(field: str, model: str | None) -> PowerSemantics:
+    if field == "power.draw.instant":
+        return PowerSemantics("instant", None, field)
+    if field == "power.draw.average":
+        return PowerSemantics("average", 1.0, field)
+    spec = find_gpu_spec(model)
+    if spec is None:
+        return PowerSemantics("unknown", None, field)
+    if spec.instant_power_draw:
+        return PowerSemantics("instant", None, field)
+    return PowerSemantics("average", 1.0, field)
+
+
+def _pick_power(names: list[str], model: str | None) -> str | None:
+    present = [f for f in POWER_FIELDS if f in names]
+    if not present:
+        return None
+    if "power.draw.instant" in present:
+        return "power.draw.instant"
+    if "power.draw" in present and _semantics("power.draw", model).kind == "instant":
+        return "power.draw"
+    if "power.draw.average" in present:
+        return "power.draw.average"
+    return "power.draw"
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def _open_source(path: Path) -> tuple[bytes | Path, bytes]:
+    """(what Polars reads, the first bytes of the text).
+
+    A plain file is handed to Polars by path (memory-mapped, no copy); a gzip or zstd
+    file, or one with a UTF-8 byte-order mark, is decompressed into memory first."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(HEAD_BYTES)
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", path=str(path)) from None
+    if raw[:2] == GZIP_MAGIC or raw[:4] == ZSTD_MAGIC or raw[:3] == UTF8_BOM:
+        data = read_bytes(path)
+        if data[:3] == UTF8_BOM:
+            data = data[3:]
+        return data, data[:HEAD_BYTES]
+    return path, raw
+
+
+def _all_bytes(source: bytes | Path) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    data = read_bytes(source)
+    return data[3:] if data[:3] == UTF8_BOM else data
+
+
+def _read_table(data: bytes | Path, layout: _Layout, path: Path) -> tuple[pl.DataFrame, bool]:
+    """All lines from the header (or first row) on, split into String columns.
+
+    Returns (frame, ragged): ``ragged`` when some line has more fields than the header
+    (the extra fields were dropped; field counts must then be checked line by line).
+    """
+    schema = {f"{_PREFIX}{i}": pl.String for i in range(len(layout.names))}
+    kwargs = dict(
+        has_header=False, skip_lines=layout.skip_lines, schema=schema, quote_char=None,
+        empty_string_is_null=False, infer_schema=False, raise_if_empty=False,
+    )
+    try:
+        return pl.read_csv(data, truncate_ragged_lines=False, **kwargs), False
+    except pl.exceptions.ComputeError as exc:
+        msg = str(exc)
+        if "more fields" not in msg:
+            _raise_csv_error(data, path, msg)
+    try:
+        return pl.read_csv(data, truncate_ragged_lines=True, **kwargs), True
+    except pl.exceptions.PolarsError as exc:
+        _raise_csv_error(data, path, str(exc))
+    raise AssertionError("unreachable")
+
+
+def _raise_csv_error(data: bytes | Path, path: Path, msg: str) -> None:
+    if "utf-8" in msg.lower() or "utf8" in msg.lower():
+        decode_text(_all_bytes(data), path)  # raises naming the line
+    raise InputError(f"cannot split the file into CSV fields ({msg.splitlines()[0]})", path=str(path))
+
+
+def _field_counts_ok(data: bytes | Path, layout: _Layout, height: int) -> pl.Series:
+    """Per line: exactly as many fields as the header (slow path for ragged files)."""
+    lines = pl.read_csv(
+        data, has_header=False, skip_lines=layout.skip_lines, schema={"l": pl.String},
+        separator="\x1f", quote_char=None, truncate_ragged_lines=True, raise_if_empty=False,
+    ).get_column("l")
+    if len(lines) != height:  # should not happen; fall back to Python's view of lines
+        text = decode_text(_all_bytes(data), "")
+        raw = text.split("\n")[layout.skip_lines :]
+        raw = raw[:height] + [""] * max(0, height - len(raw))
+        lines = pl.Series("l", raw)
+    return lines.fill_null("").str.count_matches(",", literal=True) == (len(layout.names) - 1)
+
+
+def read(path: Path, opts: ReadOptions) -> SourceFrame:
+    """Read an nvidia-smi ``--query-gpu`` CSV log into canonical samples.
+
+    Parameters
+    ----------
+    path
+        The file; gzip or zstd compressed files are read transparently.
+    opts
+        ``utc_offset_s`` or ``tz`` (local timestamps), ``gpus_per_host`` (index-less
+        logs), ``host``, ``gpu_model`` (power semantics of ``power.draw``),
+        ``power_unit`` (where the header gives no unit).
+
+    Returns
+    -------
+    SourceFrame
+        ``samples`` in file order with gpu, ts, power_w, the optional canonical columns
+        the file has, and ``line``.  Rows that cannot be parsed (wrong field count,
+        bad timestamp, garbage power) are counted as ``unparsable_row``; rows of
+        sweeps that cannot be attributed to a GPU as ``unknown_gpu``; local times
+        skipped by a DST change as ``nonexistent_local_time``.
+
+    Raises
+    ------
+    InputError
+        No power or timestamp column, a wrong delimiter, non-UTF-8 text, a header that
+        changes mid-file, or no parsable row at all; the message names the file.
+    """
+    path = Path(path)
+    if opts.utc_offset_s is not None and opts.tz:
+        raise InputError("give either a UTC offset or a time zone, not both (--utc-offset / --tz)", path=str(path))
+    data, head = _open_source(path)
+    layout = _layout(head, path)
+    names = layout.names
+    col = {name: f"{_PREFIX}{i}" for i, name in reversed(list(enumerate(names)))}  # first wins
+    if not any(f in col for f in POWER_FIELDS):
+        raise InputError(
+            "no power column (expected power.draw, power.draw.instant or power.draw.average); "
+            f"found: {', '.join(n for n in names if n)}",
+            path=str(path),
+            line=layout.header_line,
+        )
+    quality = DataQuality()
+    frame = _data_rows(data, layout, path)
+    rows_read = frame.height
+    quality.rows_read = rows_read
+
+    # -- which power column: power.draw means instant or 1 s average by GPU model ----
+    file_model = None
+    if "name" in col and rows_read:
+        first_name = (frame.get_column(col["name"])[0] or "").strip()
+        file_model = first_name if find_gpu_spec(first_name) else None
+    model = file_model or opts.gpu_model
+    power_field = _pick_power(names, model) or "power.draw"
+
+    # -- parse values, vectorized ---------------------------------------------------
+    ts_col = col["timestamp"]
+    p_unit = layout.units[names.index(power_field)]
+    scale = _power_scale(p_unit, opts, path, quality)
+    # canonical name -> (source column, unit suffix of its values, dtype)
+    numbers: dict[str, tuple[str, str | None, pl.DataType]] = {
+        "power_w": (col[power_field], p_unit or "W", pl.Float32())
+    }
+    energy_scale = 1.0
+    for field, (canon, default_unit, dtype) in VALUE_FIELDS.items():
+        if field in col and canon not in numbers:
+            unit = layout.units[names.index(field)] or default_unit
+            numbers[canon] = (col[field], unit, dtype)
+            if canon == "energy_j":
+                energy_scale = ENERGY_UNIT_SCALE_J.get((unit or "mJ").lower(), 1e-3)
+    optional = [c for c in numbers if c != "power_w"]
+    leads = _leading_blanks(frame, [src for src, _, _ in numbers.values()])
+    exprs: list[pl.Expr] = [
+        pl.col(LINE_COLUMN),
+        pl.col(ts_col).str.strptime(pl.Datetime("ns"), TS_FORMAT_FAST, strict=False).alias("_local"),
+    ]
+    for canon, (src, unit, dtype) in numbers.items():
+        exprs.append(_fast_number(src, unit, dtype, leads[src]).alias(canon))
+    for name, key in IDENTITY_FIELDS.items():
+        if name in col and f"_{key}" not in {e.meta.output_name() for e in exprs}:
+            exprs.append(pl.col(col[name]).str.strip_chars().alias(f"_{key}"))
+    exprs += [pl.col(c) for c in ("_fields_ok", "_block") if c in frame.columns]
+    parsed = frame.lazy().select(exprs).collect()
+
+    # values the fast paths missed: exact parsing on those rows only
+    parsed = _retry_timestamps(parsed, frame.get_column(ts_col))
+    garbage: dict[str, pl.Series] = {}
+    for canon, (src, unit, dtype) in numbers.items():
+        parsed, bad = _retry_numbers(parsed, frame.get_column(src), canon, unit, dtype)
+        if bad is not None:
+            garbage[canon] = bad
+    if energy_scale != 1.0 and "energy_j" in parsed.columns:
+        parsed = parsed.with_columns(pl.col("energy_j") * energy_scale)
+
+    lines = parsed.get_column(LINE_COLUMN)
+    unparsable = parsed.get_column("_local").is_null()
+    if "power_w" in garbage:
+        unparsable = unparsable | garbage.pop("power_w")
+    if "_fields_ok" in parsed.columns:
+        unparsable = unparsable | ~parsed.get_column("_fields_ok")
+    n_bad = int(unparsable.sum())
+    if rows_read and n_bad == rows_read:
+        first = int(lines[0])
+        raise InputError(
+            f"none of the {rows_read} data row(s) could be parsed (expected a timestamp like "
+            f"2025/07/26 23:32:09.703, a number in '{power_field}', {len(names)} fields per row); "
+            f"first: {_line_text(data, head, first)!r}",
+            path=str(path),
+            line=first,
+        )
+    quality.exclude("unparsable_row", n_bad, _examples(path, lines, unparsable))
+
+    # garbage in an optional column: the value becomes null, the row stays
+    opt_bad = None
+    for bad in garbage.values():
+        opt_bad = bad if opt_bad is None else (opt_bad | bad)
+    if opt_bad is not None:
+        opt_bad = opt_bad & ~unparsable
+        quality.repair("null_field", int(opt_bad.sum()), _examples(path, lines, opt_bad))
+    del frame
+
+    # -- GPU identity ------------------------------------------------------------------
+    notes: list[str] = []
+    gpu, unknown = _gpu_ids(parsed, default_host(path, opts), opts, notes, quality, path)
+    if unknown is not None:
+        unknown = unknown & ~unparsable
+        quality.exclude("unknown_gpu", int(unknown.sum()), _examples(path, lines, unknown))
+
+    # -- time -------------------------------------------------------------------------
+    ts, nonexistent = _to_utc(parsed.get_column("_local"), opts, path, lines, quality)
+    drop = unparsable if unknown is None else (unparsable | unknown)
+    if nonexistent is not None:
+        nonexistent = nonexistent & ~drop
+        quality.exclude("nonexistent_local_time", int(nonexistent.sum()), _examples(path, lines, nonexistent))
+        drop = drop | nonexistent
+
+    power_w = parsed.get_column("power_w")
+    if scale != 1.0:
+        power_w = (power_w.cast(pl.Float64) * scale).cast(pl.Float32)
+    columns = [gpu.alias("gpu"), ts.cast(TS_DTYPE), power_w.alias("power_w")]
+    columns += [parsed.get_column(c) for c in optional] + [lines]
+    if "_name" in parsed.columns:
+        columns.append(parsed.get_column("_name"))
+    out = pl.DataFrame(columns)
+    samples = out.filter(~drop) if bool(drop.any()) else out
+
+    gpu_models: dict[str, str] = {}
+    if "_name" in samples.columns:
+        named = (
+            samples.lazy()
+            .select("gpu", "_name")
+            .filter(pl.col("_name").is_not_null() & ~_null_token(pl.col("_name")))
+            .unique("gpu", keep="first", maintain_order=True)
+            .collect()
+        )
+        gpu_models = dict(zip(named.get_column("gpu").to_list(), named.get_column("_name").to_list()))
+        samples = samples.drop("_name")
+    return SourceFrame(
+        path=str(path),
+        format=FORMAT,
+        samples=samples,
+        quality=quality,
+        power=_semantics(power_field, model),
+        gpu_models=gpu_models,
+        notes=notes,
+    )
+
+
+def _data_rows(data: bytes | Path, layout: _Layout, path: Path) -> pl.DataFrame:
+    """The data rows (String columns c0..), with ``line`` and, where they apply,
+    ``_fields_ok`` (exactly as many fields as the header) and ``_block`` (logger run,
+    counted by repeated headers).
+
+    Blank lines and repeated headers are dropped.  Both are found among the few rows
+    whose second field is empty or whose first field equals the header's, so the
+    common path is a slice, not a filter.
+    """
+    table, ragged = _read_table(data, layout, path)
+    offset = layout.skip_lines + 1
+    k = len(layout.names)
+    height = table.height
+    table = table.with_row_index(LINE_COLUMN, offset=offset)
+    c0 = table.get_column(f"{_PREFIX}0")
+    special = table.get_column(f"{_PREFIX}1") == "" if k > 1 else pl.Series(np.ones(height, dtype=bool))
+    is_header = None
+    if layout.header_text is not None:
+        is_header = c0 == layout.header_text.split(",")[0]
+        special = special | is_header
+    idx = special.arg_true().to_numpy()
+    drop = np.zeros(0, dtype=np.int64)
+    if len(idx):
+        sub = table[idx]
+        blank = sub.select(
+            (pl.col(f"{_PREFIX}0").str.strip_chars() == "")
+            & pl.all_horizontal([pl.col(f"{_PREFIX}{i}") == "" for i in range(1, k)] or [pl.lit(True)])
+        ).to_series().to_numpy()
+        headers = sub.get_column(f"{_PREFIX}0") == layout.header_text.split(",")[0] if is_header is not None else None
+        keep_out = blank | (headers.to_numpy() if headers is not None else False)
+        drop = idx[keep_out]
+        if headers is not None and int(headers.sum()) > 1:
+            _check_repeated_headers(sub.filter(headers), layout, path)
+            table = table.with_columns(is_header.cast(pl.Int32).cum_sum().alias("_block"))
+    if ragged:
+        table = table.with_columns(_field_counts_ok(data, layout, height).alias("_fields_ok"))
+    if len(drop) == 0:
+        frame = table
+    elif np.array_equal(drop, np.arange(len(drop))):
+        frame = table.slice(len(drop))
+    else:
+        mask = np.ones(height, dtype=bool)
+        mask[drop] = False
+        frame = table.filter(pl.Series(mask))
+    if not ragged:
+        last = max((i for i, n in enumerate(layout.names) if n), default=0)
+        if last > 0:
+            frame = frame.with_columns((pl.col(f"{_PREFIX}{last}") != "").alias("_fields_ok"))
+    return frame
+
+
+def _leading_blanks(frame: pl.DataFrame, columns: list[str]) -> dict[str, str]:
+    """Per column: ``"one"`` when every value starts with exactly one space (nvidia-smi's
+    ``, `` separator), ``"none"`` when no value starts with a space, else ``"mixed"``."""
+    names = list(dict.fromkeys(columns))
+    if frame.height == 0:
+        return {c: "mixed" for c in names}
+    exprs = []
+    for i, c in enumerate(names):
+        exprs.append(pl.col(c).str.starts_with(" ").sum().alias(f"one{i}"))
+        exprs.append(pl.col(c).str.starts_with("  ").sum().alias(f"two{i}"))
+    counts = frame.lazy().select(exprs).collect().row(0)
+    out = {}
+    for i, c in enumerate(names):
+        one, two = counts[2 * i], counts[2 * i + 1]
+        out[c] = "one" if one == frame.height and two == 0 else ("none" if one == 0 else "mixed")
+    return out
+
+
+def _fast_number(column: str, unit: str | None, dtype: pl.DataType, lead: str) -> pl.Expr:
+    """The common spelling parsed cheaply: one known leading space sliced off, the unit
+    stripped from the end.  Anything else gives null and is re-parsed exactly by
+    :func:`_retry_numbers`."""
+    s = pl.col(column)
+    if lead == "one":
+        s = s.str.slice(1)
+    elif lead == "mixed":
+        s = s.str.strip_chars_start()
+    s = s.str.strip_chars_end(" \t\r" + (unit or ""))
+    return s.cast(dtype, strict=False)
+
+
+def _retry_numbers(
+    parsed: pl.DataFrame, text: pl.Series, canon: str, unit: str | None, dtype: pl.DataType
+) -> tuple[pl.DataFrame, pl.Series | None]:
+    """Re-parse the values the fast path left null; return the frame and where the text
+    is garbage (neither a number nor a null token), or None when there is none."""
+    nulls = parsed.get_column(canon).is_null()
+    if not bool(nulls.any()):
+        return parsed, None
+    idx = nulls.arg_true()
+    cleaned = pl.select(_stripped_expr(pl.lit(text.gather(idx)), unit).alias("s")).to_series()
+    value = cleaned.cast(dtype, strict=False)
+    if value.null_count() < len(value):
+        parsed = parsed.with_columns(parsed.get_column(canon).scatter(idx, value))
+    bad = (value.is_null() & ~pl.select(_null_token(pl.lit(cleaned))).to_series()).to_numpy()
+    if not bad.any():
+        return parsed, None
+    out = np.zeros(parsed.height, dtype=bool)
+    out[idx.to_numpy()[bad]] = True
+    return parsed, pl.Series(out)
+
+
+def _power_scale(unit: str | None, opts: ReadOptions, path: Path, quality: DataQuality) -> float:
+    if unit is None:
+        return power_scale(opts.power_unit, path)
+    for name, scale in POWER_UNIT_SCALE.items():
+        if unit.lower() == name.lower():
+            if opts.power_unit is not None and power_scale(opts.power_unit, path) != scale:
+                quality.warn(f"{path}: the header gives power in [{unit}]; --power-unit {opts.power_unit} ignored")
+            return scale
+    raise InputError(f"power column unit [{unit}] is not W, mW or kW", path=str(path))
+
+
+def _examples(path: Path, lines: pl.Series, mask: pl.Series) -> list[str]:
+    if not bool(mask.any()):
+        return []
+    return [loc(path, int(x)) for x in lines.filter(mask).head(MAX_EXAMPLES)]
+
+
+def _line_text(source: bytes | Path, head: bytes, line: int) -> str:
+    """Text of one line (for error messages)."""
+    data = head if head.count(b"\n") >= line else _all_bytes(source)
+    pos = 0
+    for _ in range(line - 1):
+        pos = data.find(b"\n", pos) + 1
+        if pos <= 0:
+            return ""
+    end = data.find(b"\n", pos)
+    return data[pos : (len(data) if end < 0 else end)].decode("utf-8", errors="replace").rstrip("\r")[:120]
+
+
+def _check_repeated_headers(headers: pl.DataFrame, layout: _Layout, path: Path) -> None:
+    """A header repeated mid-file is skipped; one with other columns is an error."""
+    want = list(zip(layout.names, layout.units))
+    fields = [c for c in headers.columns if c.startswith(_PREFIX)]
+    for row in headers.select([*fields, LINE_COLUMN]).iter_rows():
+        got = _split_header(",".join(v or "" for v in row[:-1]).rstrip(","))
+        got += [("", None)] * (len(want) - len(got))
+        if got != want:
+            raise InputError(
+                "the header changes mid-file (concatenated logs with different --query-gpu "
+                "fields); split the file at this line",
+                path=str(path),
+                line=int(row[-1]),
+            )
+
+
+def _retry_timestamps(parsed: pl.DataFrame, text: pl.Series) -> pl.DataFrame:
+    """Re-parse timestamps the fixed-width format missed (other fraction lengths, ISO
+    spellings), on those rows only."""
+    nulls = parsed.get_column("_local").is_null()
+    if not bool(nulls.any()):
+        return parsed
+    idx = nulls.arg_true()
+    raw = text.gather(idx).str.strip_chars()
+    fixed = pl.select(
+        pl.coalesce([pl.lit(raw).str.strptime(pl.Datetime("ns"), f, strict=False) for f in (TS_FORMAT, *TS_FALLBACK_FORMATS)])
+    ).to_series()
+    if fixed.null_count() == len(fixed):
+        return parsed
+    local = parsed.get_column("_local").scatter(idx, fixed)
+    return parsed.with_columns(local)
+
+
+def _gpu_ids(
+    parsed: pl.DataFrame, host: str, opts: ReadOptions, notes: list[str], quality: DataQuality, path: Path
+) -> tuple[pl.Series, pl.Series | None]:
+    """(gpu id per row, rows whose GPU is unknown)."""
+    for key in ("index", "uuid", "bus_id"):
+        column = f"_{key}"
+        if column not in parsed.columns:
+            continue
+        raw = parsed.get_column(column)
+        if key == "index":
+            number = raw.cast(pl.Int64, strict=False)
+            ok = (number >= 0).fill_null(False)
+            top = number.max() if ok.any() else 0
+            if isinstance(top, int) and top < 4096:  # small ids: gather labels, no string concat
+                labels = pl.Series([f"{host}/{i}" for i in range(top + 1)])
+                return labels.gather(number.cast(pl.UInt32, strict=False)), ~ok
+            value = number.cast(pl.String)
+        else:
+            ok = pl.select(~_null_token(pl.lit(raw)).fill_null(True)).to_series()
+            value = raw
+        gpu = pl.select(pl.lit(host + "/") + pl.lit(value)).to_series()
+        return gpu, ~ok
+
+    # No identity column: the position in the sweep, counted per logger run (a
+    # repeated header starts a new run).
+    local = parsed.get_column("_local")
+    has_ts = local.is_not_null().to_numpy()
+    ok_idx = np.flatnonzero(has_ts)
+    ts_ok = local.to_numpy().view(np.int64)[ok_idx]
+    if "_block" in parsed.columns:
+        block_ok = parsed.get_column("_block").to_numpy()[ok_idx]
+        bounds = np.flatnonzero(np.diff(block_ok)) + 1
+    else:
+        bounds = np.array([], dtype=np.int64)
+    edges = np.concatenate([[0], bounds, [len(ts_ok)]])
+    spans = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+    a, b = max(spans, key=lambda s: s[1] - s[0])
+    structure = infer_sweep_structure(ts_ok[a:b], opts.gpus_per_host)
+    if structure.inferred and structure.gpus_per_sweep == 1 and b - a > 2:
+        gaps = np.abs(np.diff(ts_ok[a:b]))
+        if np.mean(gaps < 0.1 * np.quantile(gaps, 0.9)) > 0.3:
+            quality.warn(
+                f"{path}: no index column and the timing does not show how many GPUs each sweep "
+                "holds; rows read as one GPU (pass --gpus-per-host)"
+            )
+    if structure.inferred and len(ts_ok) > 1:
+        notes.append(
+            f"no index column: {structure.gpus_per_sweep} GPU(s) per sweep inferred from the timing "
+            f"(separation {structure.separation:.0f}x); pass --gpus-per-host to override"
+        )
+    elif structure.threshold_ns is None and structure.gpus_per_sweep > 1:
+        notes.append("no index column and no clear sweep timing: GPUs assigned by row position")
+    pos_ok = np.empty(len(ts_ok), dtype=np.int16)
+    for a, b in spans:
+        pos_ok[a:b] = sweep_positions(ts_ok[a:b], structure)
+    pos = np.full(len(has_ts), -1, dtype=np.int16)
+    pos[ok_idx] = pos_ok
+    labels = pl.Series([f"{host}/{i}" for i in range(structure.gpus_per_sweep)])
+    gpu = labels.gather(pl.Series(pos).cast(pl.UInt32, strict=False))
+    unknown = (pos < 0) & has_ts
+    return gpu, (pl.Series(unknown) if unknown.any() else None)
