@@ -1012,8 +1012,9 @@ def _gpu_ids(
     a, b = max(spans, key=lambda s: s[1] - s[0])
     structure = infer_sweep_structure(ts_ok[a:b], opts.gpus_per_host)
     if structure.inferred and structure.gpus_per_sweep == 1 and b - a > 2:
+        # one GPU: most gaps are about the mean gap; several: most are much shorter
         gaps = np.abs(np.diff(ts_ok[a:b]))
-        if np.mean(gaps < 0.1 * np.quantile(gaps, 0.9)) > 0.3:
+        if np.median(gaps) < 0.25 * np.mean(gaps):
             quality.warn(
                 f"{path}: no index column and the timing does not show how many GPUs each sweep "
                 "holds; rows read as one GPU (pass --gpus-per-host)"
