@@ -76,7 +76,8 @@ def _nvsmi_csv(index: bool) -> bytes:
     if not index:
         head = "timestamp, power.draw [W], utilization.gpu [%], memory.used [MiB]\n"
     rows = []
-    for s in range(4):
+    # index-less logs need 8 sweeps before the sweep size is inferred from the timing
+    for s in range(4 if index else 10):
         for g in range(2):
             t = (T0 + timedelta(milliseconds=100 * s + 3 * g)).strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
             if index:
