@@ -92,12 +92,16 @@ def copy_case(case: str, tmp_path: Path, monkeypatch) -> tuple[Path, dict]:
     return work / exp["input"], exp
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``tracekit.cli.main(argv)``: (exit code, stdout, stderr)."""
-    capsys.readouterr()
+def run_cli(argv: list[str], capfd) -> tuple[int, str, str]:
+    """``tracekit.cli.main(argv)``: (exit code, stdout, stderr).
+
+    Captured at the file-descriptor level, so what native code (a Rust panic hook)
+    writes to stderr counts too.
+    """
+    capfd.readouterr()
     with pytest.raises(SystemExit) as exc:
         main(argv)
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     code = exc.value.code
     return (0 if code is None else int(code)), captured.out, captured.err
 
@@ -155,10 +159,10 @@ def test_catalogue_is_complete_and_well_formed():
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_info_outcome(case, tmp_path, monkeypatch, capsys):
+def test_info_outcome(case, tmp_path, monkeypatch, capfd):
     target, exp = copy_case(case, tmp_path, monkeypatch)
     before = snapshot(tmp_path)
-    code, out, err = run_cli(["info", str(target), "--json", *exp["args"]], capsys)
+    code, out, err = run_cli(["info", str(target), "--json", *exp["args"]], capfd)
     assert snapshot(tmp_path) == before, "`tracekit info` wrote or changed a file"
 
     if "error" in exp:
@@ -201,9 +205,9 @@ def test_info_outcome(case, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("case", cases_with("strict_error"))
-def test_strict_makes_the_anomaly_an_error(case, tmp_path, monkeypatch, capsys):
+def test_strict_makes_the_anomaly_an_error(case, tmp_path, monkeypatch, capfd):
     target, exp = copy_case(case, tmp_path, monkeypatch)
-    code, out, err = run_cli(["info", str(target), "--json", "--strict", *exp["args"]], capsys)
+    code, out, err = run_cli(["info", str(target), "--json", "--strict", *exp["args"]], capfd)
     message = one_line_error(code, out, err)
     assert re.search(exp["strict_error"], message), f"{message!r} does not match {exp['strict_error']!r}"
 
@@ -216,10 +220,10 @@ CLEAN_CASES = [
 
 
 @pytest.mark.parametrize("case", CLEAN_CASES)
-def test_strict_accepts_inputs_without_anomalies(case, tmp_path, monkeypatch, capsys):
+def test_strict_accepts_inputs_without_anomalies(case, tmp_path, monkeypatch, capfd):
     """Odd but clean inputs (CRLF, gzip, BOM, aliases...) have nothing for --strict to reject."""
     target, exp = copy_case(case, tmp_path, monkeypatch)
-    code, out, err = run_cli(["info", str(target), "--json", "--strict", *exp["args"]], capsys)
+    code, out, err = run_cli(["info", str(target), "--json", "--strict", *exp["args"]], capfd)
     assert code == 0, err
     assert json.loads(out)["data_quality"]["rows_used"] == exp["rows_used"]
 
