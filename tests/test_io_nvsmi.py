@@ -156,6 +156,41 @@ def test_comma_and_comma_space_read_the_same(tmp_path):
     assert a.samples.get_column("gpu").to_list() == ["h/0", "h/1"]
 
 
+def test_odd_spacing_never_misread(tmp_path):
+    # mostly ', ' but one row with ',' (a value without its leading space must not lose
+    # a digit), double spaces, a tab, a truncated last line from a killed logger
+    text = HEADER + (
+        "2025/01/01 00:00:00.000, 0, 208.36 W, 5 %, 1410 MHz\n"
+        "2025/01/01 00:00:00.100,0,15,7,1400\n"
+        "2025/01/01 00:00:00.200, 0,  99 W , 9 %,\t1395 MHz\n"
+        "2025/01/01 00:00:00.300, 0, 12"
+    )
+    path = _write(tmp_path, text)
+    src = _read(path)
+    s = src.samples
+    assert s.get_column("power_w").to_list() == pytest.approx([208.36, 15, 99])
+    assert s.get_column("gpu_util").to_list() == [5, 7, 9]
+    assert s.get_column("sm_clock_mhz").to_list() == [1410, 1400, 1395]
+    assert src.quality.rows_excluded == {"unparsable_row": 1}
+    assert src.quality.examples["unparsable_row"] == [f"{path}:5"]
+
+
+def test_index_not_first_and_bad_index(tmp_path):
+    text = (
+        "index, timestamp, power.draw [W]\n"
+        "0, 2025/01/01 00:00:00.000, 100 W\n"
+        "1, 2025/01/01 00:00:00.000, 200 W\n"
+        "x, 2025/01/01 00:00:00.100, 300 W\n"
+        "1, 2025/01/01 00:00:00.100, 210 W\n"
+    )
+    path = _write(tmp_path, text)
+    src = _read(path, gpus_per_host=4)  # an index column wins over --gpus-per-host
+    assert src.samples.get_column("gpu").to_list() == ["node1/0", "node1/1", "node1/1"]
+    assert src.samples.get_column("power_w").to_list() == [100, 200, 210]
+    assert src.quality.rows_excluded == {"unknown_gpu": 1}
+    assert src.quality.examples["unknown_gpu"] == [f"{path}:4"]
+
+
 def test_null_tokens_keep_rows(tmp_path):
     text = HEADER + "".join(
         f"2025/01/01 00:00:0{i}.000, 0, {p}, {u}, 1410 MHz\n"

@@ -43,7 +43,7 @@ from tracekit.io.base import (
     read_bytes,
 )
 from tracekit.quality import MAX_EXAMPLES, DataQuality
-from tracekit.schema import LINE_COLUMN, TS_DTYPE, PowerSemantics, empty_samples
+from tracekit.schema import LINE_COLUMN, TS_DTYPE, PowerSemantics
 from tracekit.specs import find_gpu_spec
 
 FORMAT = "nvsmi_csv"
@@ -610,7 +610,7 @@ def _read_table(data: bytes | Path, layout: _Layout, path: Path) -> tuple[pl.Dat
     )
     try:
         return pl.read_csv(data, truncate_ragged_lines=False, **kwargs), False
-    except pl.exceptions.ComputeError as exc:
+    except pl.exceptions.PolarsError as exc:
         msg = str(exc)
         if "more fields" not in msg:
             _raise_csv_error(data, path, msg)
@@ -627,14 +627,14 @@ def _raise_csv_error(data: bytes | Path, path: Path, msg: str) -> None:
     raise InputError(f"cannot split the file into CSV fields ({msg.splitlines()[0]})", path=str(path))
 
 
-def _field_counts_ok(data: bytes | Path, layout: _Layout, height: int) -> pl.Series:
+def _field_counts_ok(data: bytes | Path, layout: _Layout, height: int, path: Path) -> pl.Series:
     """Per line: exactly as many fields as the header (slow path for ragged files)."""
     lines = pl.read_csv(
         data, has_header=False, skip_lines=layout.skip_lines, schema={"l": pl.String},
         separator="\x1f", quote_char=None, truncate_ragged_lines=True, raise_if_empty=False,
     ).get_column("l")
     if len(lines) != height:  # should not happen; fall back to Python's view of lines
-        text = decode_text(_all_bytes(data), "")
+        text = decode_text(_all_bytes(data), path)
         raw = text.split("\n")[layout.skip_lines :]
         raw = raw[:height] + [""] * max(0, height - len(raw))
         lines = pl.Series("l", raw)
@@ -843,7 +843,7 @@ def _data_rows(data: bytes | Path, layout: _Layout, path: Path) -> pl.DataFrame:
             _check_repeated_headers(sub.filter(headers), layout, path)
             table = table.with_columns(is_header.cast(pl.Int32).cum_sum().alias("_block"))
     if ragged:
-        table = table.with_columns(_field_counts_ok(data, layout, height).alias("_fields_ok"))
+        table = table.with_columns(_field_counts_ok(data, layout, height, path).alias("_fields_ok"))
     if len(drop) == 0:
         frame = table
     elif np.array_equal(drop, np.arange(len(drop))):
@@ -860,20 +860,24 @@ def _data_rows(data: bytes | Path, layout: _Layout, path: Path) -> pl.DataFrame:
 
 
 def _leading_blanks(frame: pl.DataFrame, columns: list[str]) -> dict[str, str]:
-    """Per column: ``"one"`` when every value starts with exactly one space (nvidia-smi's
-    ``, `` separator), ``"none"`` when no value starts with a space, else ``"mixed"``."""
+    """How values of each column start: ``"one"`` when every non-empty value starts with
+    a space (nvidia-smi's ``, `` separator), ``"none"`` when none does, else ``"mixed"``.
+
+    Slicing one character off is only safe when no value lacks the space (``15`` would
+    become ``5``); a value with more blanks than one just fails the cast and is
+    re-parsed exactly."""
     names = list(dict.fromkeys(columns))
     if frame.height == 0:
         return {c: "mixed" for c in names}
     exprs = []
     for i, c in enumerate(names):
-        exprs.append(pl.col(c).str.starts_with(" ").sum().alias(f"one{i}"))
-        exprs.append(pl.col(c).str.starts_with("  ").sum().alias(f"two{i}"))
+        exprs.append(pl.col(c).str.starts_with(" ").sum().alias(f"space{i}"))
+        exprs.append((pl.col(c) != "").sum().alias(f"filled{i}"))
     counts = frame.lazy().select(exprs).collect().row(0)
     out = {}
     for i, c in enumerate(names):
-        one, two = counts[2 * i], counts[2 * i + 1]
-        out[c] = "one" if one == frame.height and two == 0 else ("none" if one == 0 else "mixed")
+        space, filled = counts[2 * i], counts[2 * i + 1]
+        out[c] = "one" if space == filled else ("none" if space == 0 else "mixed")
     return out
 
 
@@ -991,7 +995,7 @@ def _gpu_ids(
                 return labels.gather(number.cast(pl.UInt32, strict=False)), ~ok
             value = number.cast(pl.String)
         else:
-            ok = pl.select(~_null_token(pl.lit(raw)).fill_null(True)).to_series()
+            ok = pl.select((~_null_token(pl.lit(raw))).fill_null(False)).to_series()
             value = raw
         gpu = pl.select(pl.lit(host + "/") + pl.lit(value)).to_series()
         return gpu, ~ok
