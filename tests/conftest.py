@@ -18,3 +18,21 @@ def real_traces() -> Path:
     if not REAL_TRACES.is_dir():
         pytest.skip("../shared/real_traces is not beside this checkout")
     return REAL_TRACES
+
+
+def _import_hypothesis_patcher() -> None:
+    """Hypothesis's pytest plugin imports its patch writer only after a test fails,
+    and that import warns (DeprecationWarning from a dependency); with
+    ``filterwarnings = error`` the warning turns a clean failure into an INTERNALERROR
+    that stops the run.  Import it once here, warnings silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import hypothesis.extra._patching  # noqa: F401
+        except ImportError:  # libcst missing: the plugin writes no patches
+            pass
+
+
+_import_hypothesis_patcher()

@@ -45,13 +45,6 @@ from tracekit.schema import LINE_COLUMN, TS_DTYPE
 # after a failure; under `filterwarnings = error` the DeprecationWarning of that import
 # turns every falsified example into an INTERNALERROR that stops the whole run.  Import
 # it once here with warnings silenced so a failure is reported as a failure.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    try:
-        import hypothesis.extra._patching  # noqa: F401
-    except ImportError:  # pragma: no cover - libcst missing: the plugin skips patches
-        pass
-
 N_EXAMPLES = int(os.environ.get("TRACEKIT_FUZZ_EXAMPLES", "100"))
 N_EXAMPLES_PER_READER = N_EXAMPLES
 #: Wall-clock limit of one example (a reader that loops forever fails instead of hanging CI).
