@@ -25,7 +25,6 @@ import json
 import math
 import os
 import signal
-import warnings
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
