@@ -313,12 +313,16 @@ def dataset_files(path: Path | str) -> list[Path]:
     return files
 
 
+def _files_and_columns(path: Path | str, columns: list[str] | None) -> tuple[list[Path], list[str]]:
+    """The dataset's sample files and the columns to read (default: its canonical ones)."""
+    files = dataset_files(path)
+    have = read_manifest(path).get("columns") or list(REQUIRED_COLUMNS)
+    return files, columns or [c for c in have if c in SAMPLE_COLUMNS]
+
+
 def scan_dataset(path: Path | str, columns: list[str] | None = None) -> pl.LazyFrame:
     """A lazy scan of a dataset's samples (canonical columns, ``gpu`` as String)."""
-    files = dataset_files(path)
-    manifest = read_manifest(path)
-    have = manifest.get("columns") or list(REQUIRED_COLUMNS)
-    wanted = columns or [c for c in have if c in SAMPLE_COLUMNS]
+    files, wanted = _files_and_columns(path, columns)
     if not files:
         return pl.DataFrame(schema={c: SAMPLE_COLUMNS[c] for c in wanted}).lazy()
     lf = pl.scan_parquet([str(f) for f in files])
@@ -327,10 +331,7 @@ def scan_dataset(path: Path | str, columns: list[str] | None = None) -> pl.LazyF
 
 def read_dataset_samples(path: Path | str, columns: list[str] | None = None) -> pl.DataFrame:
     """All samples of a dataset (sorted by gpu, ts as written)."""
-    files = dataset_files(path)
-    manifest = read_manifest(path)
-    have = manifest.get("columns") or list(REQUIRED_COLUMNS)
-    wanted = columns or [c for c in have if c in SAMPLE_COLUMNS]
+    files, wanted = _files_and_columns(path, columns)
     if not files:
         return pl.DataFrame(schema={c: SAMPLE_COLUMNS[c] for c in wanted})
     tables = []
