@@ -506,6 +506,21 @@ def test_sweeps_late_incomplete_and_truncated(tmp_path):
     assert any("8 GPU(s) per sweep" in note for note in src.notes)
 
 
+def test_lost_row_next_to_a_late_sweep(tmp_path):
+    # runs 7 | 1 | 7: the lost-row sweep stays alone (unknown), the late sweep is whole;
+    # joining 7 + 1 across an ordinary 100 ms boundary would also make 8 rows
+    n = 8
+    sweeps = [_full(n) for _ in range(20)]
+    sweeps[9] = [(g, g * 1.0) for g in range(n) if g != 5]
+    sweeps[10] = _full(n, late_ms=650)
+    path = _write(tmp_path, _sweep_log(sweeps))
+    src = _read(path)
+    assert src.quality.rows_excluded == {"unknown_gpu": 7}
+    assert src.quality.examples["unknown_gpu"][0] == f"{path}:{2 + 9 * n}"
+    assert _gpu_index(src.samples) == [int(p) - 100 for p in src.samples.get_column("power_w")]
+    assert src.samples.height == 19 * n
+
+
 def test_unparsable_row_keeps_its_slot(tmp_path):
     n = 4
     text = _sweep_log([_full(n) for _ in range(20)])

@@ -315,30 +315,37 @@ class SweepStructure:
         Typical boundary gap over typical within-sweep gap (1.0 when unknown).
     inferred
         True when ``gpus_per_sweep`` came from the timing, not from the user.
+    boundary_ns
+        Typical gap between the last row of a sweep and the first of the next (about
+        the logging period); None when unknown.
     """
 
     gpus_per_sweep: int
     threshold_ns: float | None
     separation: float
     inferred: bool
+    boundary_ns: float | None = None
 
 
-def _window_scores(gaps_ns: NDArray[np.int64], n: int) -> tuple[float, float, float]:
-    """(separation, boundary gap, within-sweep gap) of one window for ``n`` GPUs.
+def _window_scores(gaps_ns: NDArray[np.int64], n: int) -> NDArray[np.float64]:
+    """Per window: (separation, boundary gap, within-sweep gap) for ``n`` GPUs.
 
-    The gaps are laid out in ``n`` columns; the boundary column is the one with the
-    largest lower quartile, the within-sweep gap the largest median of the other
-    columns (floored at :data:`GAP_FLOOR_NS`).
+    ``gaps_ns`` holds one window of gaps per row.  Each window's gaps are laid out in
+    ``n`` columns; the boundary column is the one with the largest lower quartile, the
+    within-sweep gap is the largest median of the other columns (floored at
+    :data:`GAP_FLOOR_NS`).
     """
-    rows = len(gaps_ns) // n
-    table = gaps_ns[: rows * n].reshape(rows, n)
+    count, size = gaps_ns.shape
+    rows = size // n
+    table = gaps_ns[:, : rows * n].reshape(count, rows, n)
     k25, k50 = (rows - 1) // 4, (rows - 1) // 2
-    part = np.partition(table, (k25, k50), axis=0)
-    q25, q50 = part[k25], part[k50]
-    phase = int(np.argmax(q25))
-    boundary = float(q25[phase])
-    within = float(max(np.max(np.delete(q50, phase)), GAP_FLOOR_NS))
-    return boundary / within, boundary, within
+    part = np.partition(table, (k25, k50), axis=1)
+    q25, q50 = part[:, k25, :], part[:, k50, :].copy()
+    phase = np.argmax(q25, axis=1)
+    boundary = q25[np.arange(count), phase].astype(np.float64)
+    q50[np.arange(count), phase] = 0
+    within = np.maximum(q50.max(axis=1), GAP_FLOOR_NS).astype(np.float64)
+    return np.column_stack([boundary / within, boundary, within])
 
 
 def infer_sweep_structure(ts_ns: NDArray[np.int64], gpus_per_sweep: int | None = None) -> SweepStructure:
@@ -386,20 +393,22 @@ def infer_sweep_structure(ts_ns: NDArray[np.int64], gpus_per_sweep: int | None =
         return SweepStructure(gpus_per_sweep or 1, None, 1.0, gpus_per_sweep is None)
 
     def score(n: int) -> tuple[float, float, float]:
+        """Median over windows of (separation, boundary gap, within-sweep gap)."""
         size = min(n * SWEEPS_PER_WINDOW, n_gaps)
         count = min(SWEEP_WINDOWS, max(1, 2 * n_gaps // size - 1))
-        rows = sorted(
-            _window_scores(np.abs(np.diff(ts[s : s + size + 1])), n)
-            for s in np.linspace(0, n_gaps - size, count).astype(np.int64).tolist()
-        )
-        return rows[len(rows) // 2]
+        starts = np.linspace(0, n_gaps - size, count).astype(np.int64)
+        windows = ts[starts[:, None] + np.arange(size + 1)]
+        scores = _window_scores(np.abs(np.diff(windows, axis=1)), n)
+        sep, boundary, within = scores[np.argsort(scores[:, 0], kind="stable")[count // 2]]
+        return float(sep), float(boundary), float(within)
 
     if gpus_per_sweep is not None:
         if gpus_per_sweep == 1 or gpus_per_sweep > n_gaps:
             return SweepStructure(gpus_per_sweep, None, 1.0, False)
         sep, boundary, within = score(gpus_per_sweep)
-        thr = float(np.sqrt(boundary * within)) if sep >= MIN_SEPARATION else None
-        return SweepStructure(gpus_per_sweep, thr, sep, False)
+        if sep < MIN_SEPARATION:
+            return SweepStructure(gpus_per_sweep, None, sep, False)
+        return SweepStructure(gpus_per_sweep, float(np.sqrt(boundary * within)), sep, False, boundary)
 
     largest = min(MAX_GPUS_PER_SWEEP, n_gaps // (2 * SWEEPS_PER_WINDOW))
     scores = {n: score(n) for n in range(2, largest + 1)}
@@ -408,28 +417,34 @@ def infer_sweep_structure(ts_ns: NDArray[np.int64], gpus_per_sweep: int | None =
     best = max(s[0] for s in scores.values())
     n = min(c for c, s in scores.items() if s[0] >= 0.5 * best)
     sep, boundary, within = scores[n]
-    return SweepStructure(n, float(np.sqrt(boundary * within)), sep, True)
+    return SweepStructure(n, float(np.sqrt(boundary * within)), sep, True, boundary)
 
 
-def _group_runs(lengths: list[int], n: int, at_end: bool) -> list[tuple[int, bool]]:
+def _group_runs(lengths: list[int], regular_gap: list[bool], n: int, at_end: bool) -> list[tuple[int, bool]]:
     """Partition an irregular stretch of runs into sweeps.
 
+    ``regular_gap[r]`` says the gap before run ``r`` looks like an ordinary sweep
+    boundary (about the logging period) rather than a delay inside a late sweep.
     Returns, per group of consecutive runs, (rows in the group, attributable).  Groups
     hold at most ``n`` rows (or one run); the partition maximizes complete sweeps
-    (exactly ``n`` rows), then prefers fewer groups.  A group is attributable when it
-    is complete, or when it is the block's last and incomplete (the logger stopped
-    mid-sweep: its rows are the first GPUs in order).
+    (exactly ``n`` rows), then avoids joining runs across ordinary boundaries, then
+    prefers fewer groups.  A group is attributable when it is complete, or when it is
+    the block's last and incomplete (the logger stopped mid-sweep: its rows are the
+    first GPUs in order).
     """
     k = len(lengths)
-    best: list[tuple[int, int]] = [(0, 0)] + [(-1, 0)] * k
+    best: list[tuple[int, int, int]] = [(0, 0, 0)] + [(-1, 0, 0)] * k
     back = [0] * (k + 1)
     for j in range(1, k + 1):
         total = 0
+        joins = 0
         for i in range(j - 1, -1, -1):
             total += lengths[i]
-            if i < j - 1 and total > n:
-                break
-            cand = (best[i][0] + (1 if total == n else 0), best[i][1] - 1)
+            if i < j - 1:
+                if total > n:
+                    break
+                joins += regular_gap[i + 1]
+            cand = (best[i][0] + (1 if total == n else 0), best[i][1] - joins, best[i][2] - 1)
             if cand > best[j]:
                 best[j], back[j] = cand, i
     groups = []
@@ -473,6 +488,7 @@ def sweep_positions(ts_ns: NDArray[np.int64], structure: SweepStructure) -> NDAr
     if structure.threshold_ns is None:
         return (np.arange(size, dtype=np.int64) % n).astype(np.int16)
     thr = int(np.ceil(structure.threshold_ns))
+    boundary = structure.boundary_ns or structure.threshold_ns
     gaps = np.diff(np.asarray(ts_ns, dtype=np.int64))
     is_start = np.empty(size, dtype=bool)
     is_start[:1] = True
@@ -481,19 +497,28 @@ def sweep_positions(ts_ns: NDArray[np.int64], structure: SweepStructure) -> NDAr
     lengths = np.diff(np.append(starts, size))
     if np.all(lengths == n):  # the common case: every sweep complete and separated
         return np.tile(np.arange(n, dtype=np.int16), len(starts))
-    pos = (np.arange(size, dtype=np.int64) - np.repeat(starts, lengths)) % n
+    offset = np.arange(size, dtype=np.int64) - np.repeat(starts, lengths)
     irregular = lengths % n != 0
-    if irregular.any():
-        # stretches of consecutive irregular runs
-        idx = np.flatnonzero(irregular)
-        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-        for stretch in np.split(idx, breaks):
-            first_run, last_run = int(stretch[0]), int(stretch[-1])
-            row = int(starts[first_run])
-            groups = _group_runs(lengths[first_run : last_run + 1].tolist(), n, last_run == len(starts) - 1)
-            for total, ok in groups:
-                pos[row : row + total] = np.arange(total) if ok else -1
-                row += total
+    if not irregular.any():
+        return (offset % n).astype(np.int16)
+    # stretches of consecutive irregular runs
+    idx = np.flatnonzero(irregular)
+    cut = np.flatnonzero(np.diff(idx) != 1) + 1
+    first_runs = idx[np.concatenate([[0], cut])]
+    last_runs = idx[np.concatenate([cut - 1, [len(idx) - 1]])]
+    # the usual case, vectorized: a late sweep split in two runs that add up to n
+    pair = (last_runs - first_runs == 1) & (lengths[first_runs] + lengths[np.minimum(first_runs + 1, len(lengths) - 1)] == n)
+    add = np.zeros(len(lengths), dtype=np.int64)
+    add[first_runs[pair] + 1] = lengths[first_runs[pair]]
+    pos = offset % n + np.repeat(add, lengths)
+    for first_run, last_run in zip(first_runs[~pair].tolist(), last_runs[~pair].tolist()):
+        row = int(starts[first_run])
+        run_gaps = gaps[np.maximum(starts[first_run : last_run + 1] - 1, 0)]
+        regular = (np.abs(np.abs(run_gaps) - boundary) <= 0.2 * boundary).tolist()
+        groups = _group_runs(lengths[first_run : last_run + 1].tolist(), regular, n, last_run == len(starts) - 1)
+        for total, ok in groups:
+            pos[row : row + total] = np.arange(total) if ok else -1
+            row += total
     return pos.astype(np.int16)
 
 
@@ -711,18 +736,28 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
             if canon == "energy_j":
                 energy_scale = ENERGY_UNIT_SCALE_J.get((unit or "mJ").lower(), 1e-3)
     optional = [c for c in numbers if c != "power_w"]
-    leads = _leading_blanks(frame, [src for src, _, _ in numbers.values()])
+    # Spellings guessed from the first row, checked by counts in the same pass.
+    guess = _guess_shapes(frame, numbers)
     exprs: list[pl.Expr] = [
         pl.col(LINE_COLUMN),
-        pl.col(ts_col).str.strptime(pl.Datetime("ns"), TS_FORMAT_FAST, strict=False).alias("_local"),
+        pl.col(ts_col).str.strptime(pl.Datetime("ns"), TS_FORMAT_FAST, strict=False, cache=False).alias("_local"),
     ]
     for canon, (src, unit, dtype) in numbers.items():
-        exprs.append(_fast_number(src, unit, dtype, leads[src]).alias(canon))
+        exprs.append(_fast_number(src, unit, dtype, guess[src]).alias(canon))
     for name, key in IDENTITY_FIELDS.items():
         if name in col and f"_{key}" not in {e.meta.output_name() for e in exprs}:
             exprs.append(pl.col(col[name]).str.strip_chars().alias(f"_{key}"))
     exprs += [pl.col(c) for c in ("_fields_ok", "_block") if c in frame.columns]
-    parsed = frame.lazy().select(exprs).collect()
+    lazy = frame.lazy()
+    parsed, counts = pl.collect_all([lazy.select(exprs), lazy.select(_shape_counts(numbers))])
+    shapes = _shapes_from_counts(counts, numbers, frame.height)
+    redo = [c for c, (src, unit, dtype) in numbers.items() if shapes[src] != guess[src]]
+    if redo:  # the first row misled the guess: parse those columns by what all rows say
+        parsed = parsed.with_columns(
+            frame.lazy()
+            .select([_fast_number(numbers[c][0], numbers[c][1], numbers[c][2], shapes[numbers[c][0]]).alias(c) for c in redo])
+            .collect()
+        )
 
     # values the fast paths missed: exact parsing on those rows only
     parsed = _retry_timestamps(parsed, frame.get_column(ts_col))
@@ -859,38 +894,65 @@ def _data_rows(data: bytes | Path, layout: _Layout, path: Path) -> pl.DataFrame:
     return frame
 
 
-def _leading_blanks(frame: pl.DataFrame, columns: list[str]) -> dict[str, str]:
-    """How values of each column start: ``"one"`` when every non-empty value starts with
-    a space (nvidia-smi's ``, `` separator), ``"none"`` when none does, else ``"mixed"``.
-
-    Slicing one character off is only safe when no value lacks the space (``15`` would
-    become ``5``); a value with more blanks than one just fails the cast and is
-    re-parsed exactly."""
-    names = list(dict.fromkeys(columns))
-    if frame.height == 0:
-        return {c: "mixed" for c in names}
-    exprs = []
-    for i, c in enumerate(names):
-        exprs.append(pl.col(c).str.starts_with(" ").sum().alias(f"space{i}"))
-        exprs.append((pl.col(c) != "").sum().alias(f"filled{i}"))
-    counts = frame.lazy().select(exprs).collect().row(0)
+def _guess_shapes(frame: pl.DataFrame, numbers: dict[str, tuple[str, str | None, pl.DataType]]) -> dict[str, tuple[str, bool]]:
+    """Per source column, how values are spelled, judged from the first row:
+    (``"one"`` leading space or ``"none"``, ends with `` <unit>``)."""
     out = {}
-    for i, c in enumerate(names):
-        space, filled = counts[2 * i], counts[2 * i + 1]
-        out[c] = "one" if space == filled else ("none" if space == 0 else "mixed")
+    for src, unit, _ in numbers.values():
+        first = frame.get_column(src)[0] if frame.height else ""
+        first = first or ""
+        out[src] = ("one" if first.startswith(" ") else "none", bool(unit) and first.endswith(f" {unit}"))
     return out
 
 
-def _fast_number(column: str, unit: str | None, dtype: pl.DataType, lead: str) -> pl.Expr:
-    """The common spelling parsed cheaply: one known leading space sliced off, the unit
-    stripped from the end.  Anything else gives null and is re-parsed exactly by
+def _shape_counts(numbers: dict[str, tuple[str, str | None, pl.DataType]]) -> list[pl.Expr]:
+    """Counts per source column: non-empty values, values with a leading space, values
+    ending with `` <unit>``."""
+    exprs = []
+    for i, (src, unit) in enumerate({src: unit for src, unit, _ in numbers.values()}.items()):
+        exprs.append((pl.col(src) != "").sum().alias(f"filled{i}"))
+        exprs.append(pl.col(src).str.starts_with(" ").sum().alias(f"space{i}"))
+        exprs.append(pl.col(src).str.ends_with(f" {unit}").sum().alias(f"unit{i}") if unit else pl.lit(-1).alias(f"unit{i}"))
+    return exprs
+
+
+def _shapes_from_counts(
+    counts: pl.DataFrame, numbers: dict[str, tuple[str, str | None, pl.DataType]], height: int
+) -> dict[str, tuple[str, bool]]:
+    """How the values of each number column are spelled, from :func:`_shape_counts`.
+
+    ``lead`` is ``"one"`` when every non-empty value starts with a space (nvidia-smi's
+    ``, `` separator), ``"none"`` when none does, else ``"mixed"``; ``suffix`` is True
+    when every non-empty value ends with `` <unit>``.  Slicing characters off is only
+    safe when every value has them (``15`` would become ``5``); a value with more
+    blanks than that just fails the cast and is re-parsed exactly by
     :func:`_retry_numbers`."""
+    columns = list(dict.fromkeys(src for src, _, _ in numbers.values()))
+    if height == 0:
+        return {c: ("none", False) for c in columns}
+    row = counts.row(0)
+    out = {}
+    for i, c in enumerate(columns):
+        filled, space, suffix = row[3 * i : 3 * i + 3]
+        lead = "one" if space == filled else ("none" if space == 0 else "mixed")
+        out[c] = (lead, suffix == filled)
+    return out
+
+
+def _fast_number(column: str, unit: str | None, dtype: pl.DataType, shape: tuple[str, bool]) -> pl.Expr:
+    """The common spelling parsed cheaply: a leading space and a `` <unit>`` suffix that
+    every value has are sliced off, otherwise blanks and the unit are stripped.  What
+    does not parse is null here and re-parsed exactly by :func:`_retry_numbers`."""
+    lead, suffix = shape
     s = pl.col(column)
     if lead == "one":
         s = s.str.slice(1)
     elif lead == "mixed":
         s = s.str.strip_chars_start()
-    s = s.str.strip_chars_end(" \t\r" + (unit or ""))
+    if suffix and unit:
+        s = s.str.head(-(len(unit) + 1))
+    else:
+        s = s.str.strip_chars_end(" \t\r" + (unit or ""))
     return s.cast(dtype, strict=False)
 
 
@@ -1005,7 +1067,8 @@ def _gpu_ids(
     local = parsed.get_column("_local")
     has_ts = local.is_not_null().to_numpy()
     ok_idx = np.flatnonzero(has_ts)
-    ts_ok = local.to_numpy().view(np.int64)[ok_idx]
+    ts_all = local.to_numpy().view(np.int64)
+    ts_ok = ts_all if len(ok_idx) == len(ts_all) else ts_all[ok_idx]
     if "_block" in parsed.columns:
         block_ok = parsed.get_column("_block").to_numpy()[ok_idx]
         bounds = np.flatnonzero(np.diff(block_ok)) + 1
