@@ -506,6 +506,31 @@ def test_generic_csv_dst_with_tz(tmp_path):
         generic.read_csv(path, ReadOptions(tz="America/New_York", utc_offset_s=0))
 
 
+def test_generic_csv_forced_on_nvidia_smi_names_and_value_units(tmp_path):
+    """--format generic_csv on an nvidia-smi-like table: bracket units and '208.36 W' values."""
+    text = (
+        "timestamp; index; power.draw [W]; utilization.gpu [%]\n"
+        "2025/07/26 23:32:09.703; 0; 208.36 W; 87 %\n"
+        "2025/07/26 23:32:09.803; 0; 0.21 kW; 88 %\n"
+        "2025/07/26 23:32:09.903; 0; 211500 mW; 88\n"
+        "2025/07/26 23:32:10.003; 0; 12 %; 88\n"
+    )
+    path = write(tmp_path, "semi.csv", text)
+    sf = generic.read_csv(path, ReadOptions(utc_offset_s=0))
+    check_frame(sf)
+    assert rows(sf, "gpu", "ts", "power_w", "gpu_util") == [
+        ("semi/0", utc(2025, 7, 26, 23, 32, 9, 703000), pytest.approx(208.36), 87.0),
+        ("semi/0", utc(2025, 7, 26, 23, 32, 9, 803000), pytest.approx(210.0), 88.0),
+        ("semi/0", utc(2025, 7, 26, 23, 32, 9, 903000), pytest.approx(211.5), 88.0),
+    ]
+    assert sf.quality.examples["unparsable_row"] == [f"{path}:5"]  # a power value in %
+    # the bracket unit of the header scales unit-less values
+    mw = generic.read_csv(write(tmp_path, "mw.csv", "ts,power [mW]\n1719000000,250000\n"), ReadOptions())
+    assert mw.samples["power_w"].to_list() == [250.0]
+    # nvidia-smi names do not make a file look like a generic CSV
+    assert not generic.sniff_csv(text, path)
+
+
 def test_generic_csv_column_mapping_and_units(tmp_path):
     text = "when,draw,node,card\n1719000000,0.3,n1,0\n1719000001,0.31,n1,1\n"
     path = write(tmp_path, "m.csv", text)
@@ -545,6 +570,26 @@ def test_generic_csv_compressed(tmp_path):
     # compressed text formats too
     dm = write(tmp_path, "d.dmon.zst", zstandard.ZstdCompressor().compress(NVSMI_DMON_DT.encode()))
     assert dmon.read_nvsmi(dm, ReadOptions(utc_offset_s=0)).samples.height == 5
+
+
+def test_crlf_line_endings(tmp_path):
+    cases = [
+        (dmon.read_nvsmi, NVSMI_DMON_DT, ReadOptions(utc_offset_s=0, host="h")),
+        (dmon.read_dcgmi, DCGMI, ReadOptions(start="2025-01-01", interval_s=1, host="h")),
+        (prometheus.read, PROM, ReadOptions(host="h")),
+        (generic.read_csv, GENERIC_CSV, ReadOptions(host="h")),
+    ]
+    for read, text, opts in cases:
+        lf = read(write(tmp_path, "lf.txt", text), opts)
+        crlf = read(write(tmp_path, "crlf.txt", text.replace("\n", "\r\n")), opts)
+        assert crlf.samples.equals(lf.samples), read
+        assert crlf.quality.to_dict()["rows_excluded"] == lf.quality.to_dict()["rows_excluded"]
+
+
+def test_generic_csv_relative_times_warn(tmp_path):
+    sf = generic.read_csv(write(tmp_path, "rel.csv", "time_s,power_w\n0.0,100\n0.1,101\n"), ReadOptions())
+    assert sf.samples["ts"].to_list() == [utc(1970, 1, 1), utc(1970, 1, 1, 0, 0, 0, 100000)]
+    assert any("relative" in w for w in sf.quality.warnings)
 
 
 def test_generic_csv_ragged_lines(tmp_path):

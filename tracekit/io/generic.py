@@ -451,18 +451,33 @@ OPTIONAL_NAMES = {
     "energy_j": ("energy_j",),
 }
 _GUESSES = {"ts": TIME_NAMES, "power_w": POWER_NAMES, "gpu": GPU_NAMES, "host": HOST_NAMES, **OPTIONAL_NAMES}
+#: nvidia-smi query names (with their ``[unit]`` removed), understood when a file is read
+#: as a generic CSV (``--format generic_csv``) but not used to detect one: files with
+#: these names are nvidia-smi CSVs, which have their own reader.
+NVSMI_NAMES = {
+    "power_w": ("power_draw", "power_draw_instant", "power_draw_average"),
+    "sm_clock_mhz": ("clocks_current_sm", "clocks_gr", "clocks_current_graphics"),
+    "mem_clock_mhz": ("clocks_current_memory", "clocks_memory"),
+}
 _MAPPING_ALIASES = {"time": "ts", "timestamp": "ts", "power": "power_w"}
+_BRACKET_UNIT = re.compile(r"\s*\[([^\]]*)\]\s*$")
 
 
 def _norm(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
 
 
-def guess_columns(names: list[str], mapping: dict[str, str] | None = None) -> dict[str, str]:
+def _base(name: str) -> str:
+    """The normalized name without a trailing ``[unit]`` (``power.draw [W]`` -> ``power_draw``)."""
+    return _norm(_BRACKET_UNIT.sub("", name))
+
+
+def guess_columns(names: list[str], mapping: dict[str, str] | None = None, *, loose: bool = True) -> dict[str, str]:
     """Map canonical names (ts, power_w, gpu, host, optional columns) to source columns.
 
-    ``mapping`` (``opts.columns``) wins; the rest are guessed by name.  Columns the file
-    does not have are left out.
+    ``mapping`` (``opts.columns``) wins; the rest are guessed by name (with and without a
+    trailing ``[unit]``).  ``loose`` also accepts nvidia-smi query names
+    (:data:`NVSMI_NAMES`).  Columns the file does not have are left out.
     """
     chosen: dict[str, str] = {}
     used: set[str] = set()
@@ -477,9 +492,13 @@ def guess_columns(names: list[str], mapping: dict[str, str] | None = None) -> di
     by_norm: dict[str, str] = {}
     for n in names:
         by_norm.setdefault(_norm(n), n)
+    for n in names:
+        by_norm.setdefault(_base(n), n)
     for canon, candidates in _GUESSES.items():
         if canon in chosen:
             continue
+        if loose:
+            candidates = (*candidates, *NVSMI_NAMES.get(canon, ()))
         for cand in candidates:
             src = by_norm.get(cand)
             if src is not None and src not in used:
@@ -490,7 +509,12 @@ def guess_columns(names: list[str], mapping: dict[str, str] | None = None) -> di
 
 
 def _unit_from_name(name: str, units: tuple[str, ...]) -> str | None:
-    n = _norm(name)
+    bracket = _BRACKET_UNIT.search(name)
+    if bracket:
+        for unit in units:
+            if bracket.group(1).strip().lower() == unit.lower():
+                return unit
+    n = _norm(_BRACKET_UNIT.sub("", name))
     for unit in sorted(units, key=len, reverse=True):
         if n == unit.lower() or n.endswith("_" + unit.lower()):
             return unit
@@ -534,7 +558,7 @@ def sniff_csv(head: str, path: Path) -> bool:
     fields = _header_fields(first)
     if len(fields) < 2:
         return False
-    guess = guess_columns(fields)
+    guess = guess_columns(fields, loose=False)
     return "ts" in guess and "power_w" in guess
 
 
@@ -792,14 +816,31 @@ def _table_to_source(df: pl.DataFrame, path: Path, opts: ReadOptions, fmt: str, 
     ts_src = df[cols["ts"]]
     ts, nonexistent = _column_time(ts_src, cols["ts"], opts, quality, path, lines)
 
+    ts_min = ts.min()
+    if ts_min is not None and ts_min < datetime(2000, 1, 1, tzinfo=timezone.utc):  # type: ignore[operator]
+        quality.warn(
+            f"{path}: column {cols['ts']!r} gives times before 2000 (first {ts_min}); "
+            "are they relative seconds rather than epoch times?"
+        )
+
     # -- power
     power_col = cols["power_w"]
     unit = opts.power_unit or _unit_from_name(power_col, ("W", "mW", "kW")) or "W"
     if opts.power_unit and _unit_from_name(power_col, ("mW", "kW")) not in (None, opts.power_unit):
         quality.warn(f"{path}: column {power_col!r} is read in {opts.power_unit} as --power-unit says")
     scale = power_scale(unit, path)
-    power, power_bad = _column_number(df[power_col])
-    power = power * scale
+    power, power_bad, value_unit = _column_number(df[power_col])
+    if value_unit is None:
+        power = power * scale
+    else:  # values that carry their unit ("208.36 W", "0.3 kW") win over the column's
+        unit_scale = value_unit.str.to_lowercase().replace_strict(
+            {"w": 1.0, "mw": 1e-3, "kw": 1e3}, default=None, return_dtype=pl.Float64
+        )
+        frame_ = pl.DataFrame({"p": power, "u": value_unit, "k": unit_scale})
+        power = frame_.select(
+            pl.when(pl.col("u").is_null()).then(pl.col("p") * scale).otherwise(pl.col("p") * pl.col("k"))
+        ).to_series()
+        power_bad = power_bad | (value_unit.is_not_null() & unit_scale.is_null())
     if unit != "W":
         notes.append(f"power column {power_col!r} converted from {unit} to W")
 
@@ -827,7 +868,7 @@ def _table_to_source(df: pl.DataFrame, path: Path, opts: ReadOptions, fmt: str, 
     null_field = pl.repeat(False, df.height, dtype=pl.Boolean, eager=True)
     for name in OPTIONAL_COLUMNS:
         if name in cols:
-            values, bad = _column_number(df[cols[name]])
+            values, bad, _ = _column_number(df[cols[name]])
             out[name] = values.alias(name)
             null_field = null_field | bad
     frame = pl.DataFrame(out)
@@ -848,18 +889,36 @@ def _table_to_source(df: pl.DataFrame, path: Path, opts: ReadOptions, fmt: str, 
     )
 
 
-def _column_number(s: pl.Series) -> tuple[pl.Series, pl.Series]:
+_VALUE_WITH_UNIT = r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-z%]+)\s*$"
+
+
+def _column_number(s: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series | None]:
+    """A column as Float64, the flag of garbled values, and each value's unit suffix
+    (``208.36 W`` -> 208.36, ``W``; None when no value has one)."""
+    no_flags = pl.repeat(False, len(s), dtype=pl.Boolean, eager=True)
     if s.dtype == pl.String:
         frame = pl.DataFrame({"s": s})
         num, bad = parse_number(pl.col("s"))
         out = frame.select(num.alias("v"), bad.alias("b"))
-        return out["v"], out["b"]
+        if not out["b"].any():
+            return out["v"], out["b"], None
+        parts = frame.select(pl.col("s").str.extract_groups(_VALUE_WITH_UNIT).alias("g")).unnest("g")
+        parts.columns = ["num", "unit"]
+        with_unit = out["b"] & parts["num"].is_not_null()
+        both = pl.DataFrame({"v": out["v"], "b": out["b"], "n": parts["num"].cast(pl.Float64), "u": parts["unit"],
+                             "w": with_unit})
+        res = both.select(
+            pl.when(pl.col("w")).then(pl.col("n")).otherwise(pl.col("v")).alias("v"),
+            (pl.col("b") & ~pl.col("w")).alias("b"),
+            pl.when(pl.col("w")).then(pl.col("u")).alias("u"),
+        )
+        return res["v"], res["b"], res["u"]
     if s.dtype.is_numeric():
         v = s.cast(pl.Float64)
         v = pl.select(pl.when(v.is_nan()).then(None).otherwise(v)).to_series()
-        return v, pl.repeat(False, len(s), dtype=pl.Boolean, eager=True)
+        return v, no_flags, None
     if s.dtype == pl.Boolean or s.dtype == pl.Null:
-        return s.cast(pl.Float64), pl.repeat(False, len(s), dtype=pl.Boolean, eager=True)
+        return s.cast(pl.Float64), no_flags, None
     return _column_number(s.cast(pl.String))
 
 

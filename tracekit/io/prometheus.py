@@ -110,6 +110,50 @@ def dcgm_blank_to_null(value: pl.Expr, field_type: str) -> pl.Expr:
     return pl.when(blank.fill_null(False)).then(None).otherwise(value)
 
 
+def _split_samples(used: pl.DataFrame) -> pl.DataFrame:
+    """Split sample lines into name, labels, value and timestamp; ``ok`` marks valid ones.
+
+    Fast path: split at the first ``{`` and ``}`` (literal splits, no regex over the
+    whole line); lines it does not fit (no labels, a ``}`` inside a label value) are
+    matched against the full sample grammar instead.
+    """
+    head_tail = used.select(pl.col("body").str.split_exact("}", 1).struct.rename_fields(["head", "tail"])).unnest("body")
+    name_labels = head_tail.select(
+        pl.col("head").str.split_exact("{", 1).struct.rename_fields(["name2", "labels"])
+    ).unnest("head")
+    vt = head_tail.select(
+        pl.col("tail").str.extract_groups(r"^\s+(\S+)(?:\s+(-?\d+(?:\.\d+)?))?\s*$")
+        .struct.rename_fields(["value", "ts_ms"])
+    ).unnest("tail")
+    fast = pl.concat([used, name_labels, vt], how="horizontal").with_columns(
+        ok=(pl.col("name2") == pl.col("name")) & pl.col("labels").is_not_null() & pl.col("value").is_not_null()
+    )
+    if fast["ok"].all():
+        return fast.drop("name2")
+    slow = fast.filter(~pl.col("ok")).select(LINE_COLUMN, "name", "body")
+    parts = slow.select(pl.col("body").str.extract_groups(_SAMPLE_RE).alias("g")).unnest("g")
+    parts.columns = ["name2", "labels", "value", "ts_ms"]
+    slow = pl.concat([slow, parts], how="horizontal").with_columns(ok=pl.col("name2").is_not_null())
+    cols = [LINE_COLUMN, "name", "labels", "value", "ts_ms", "ok"]
+    return pl.concat([fast.filter(pl.col("ok")).select(cols), slow.select(cols)]).sort(LINE_COLUMN)
+
+
+def _label_table(labels: pl.Series, host: str) -> pl.DataFrame:
+    """GPU id and model for each distinct label set (a scrape log repeats a few of them)."""
+    u = pl.DataFrame({"labels": labels.unique()})
+    gpu_label = pl.col("labels").str.extract(_label("gpu"))
+    uuid_label = pl.col("labels").str.extract(_label("(?i:uuid)"))
+    host_label = pl.col("labels").str.extract(_label("(?i:hostname)"))
+    gpu_id = pl.when(gpu_label.str.len_chars() > 0).then(gpu_label).otherwise(
+        pl.when(uuid_label.str.len_chars() > 0).then(uuid_label)
+    )
+    host_expr = pl.when(host_label.str.len_chars() > 0).then(host_label).otherwise(pl.lit(host))
+    return u.with_columns(
+        gpu=pl.when(gpu_id.is_not_null()).then(pl.concat_str([host_expr, pl.lit("/"), gpu_id])),
+        model=pl.col("labels").str.extract(_label("modelName")),
+    )
+
+
 def sniff(head: str, path: Path) -> bool:
     """True when a line is a DCGM metric sample or its ``# HELP``/``# TYPE`` line."""
     pat = re.compile(
@@ -150,12 +194,9 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
     )
     samp = df.filter(~is_comment).select(LINE_COLUMN, "body", pl.col("body").str.extract(_NAME_RE).alias("name"))
     bad_grammar = samp.filter(pl.col("name").is_null())[LINE_COLUMN]
-    used = samp.filter(pl.col("name").is_in(list(METRICS)))
-    parts = used.select(pl.col("body").str.extract_groups(_SAMPLE_RE).alias("g")).unnest("g")
-    parts.columns = ["name2", "labels", "value", "ts_ms"]
-    used = pl.concat([used, parts], how="horizontal")
-    bad_grammar = pl.concat([bad_grammar, used.filter(pl.col("name2").is_null())[LINE_COLUMN]]).sort()
-    used = used.filter(pl.col("name2").is_not_null()).drop("body", "name2")
+    used = _split_samples(samp.filter(pl.col("name").is_in(list(METRICS))))
+    bad_grammar = pl.concat([bad_grammar, used.filter(~pl.col("ok"))[LINE_COLUMN]]).sort()
+    used = used.filter(pl.col("ok")).select(LINE_COLUMN, "name", "labels", "value", "ts_ms")
     ev = pl.concat(
         [
             used.with_columns(cts_text=pl.lit(None, dtype=pl.String)),
@@ -202,22 +243,14 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
     target_map = {n: METRICS[n][0] for n in METRICS}
     ftype_map = {n: METRICS[n][1] for n in METRICS}
     scale_map = {n: METRICS[n][2] for n in METRICS}
-    val, bad = parse_number(pl.col("value"))
-    gpu_label = pl.col("labels").str.extract(_label("gpu"))
-    uuid_label = pl.col("labels").str.extract(_label("(?i:uuid)"))
-    host_label = pl.col("labels").str.extract(_label("(?i:hostname)"))
-    gpu_id = pl.when(gpu_label.str.len_chars() > 0).then(gpu_label).otherwise(
-        pl.when(uuid_label.str.len_chars() > 0).then(uuid_label)
-    )
-    host_expr = pl.when(host_label.str.len_chars() > 0).then(host_label).otherwise(pl.lit(host))
+    val, bad = parse_number(pl.col("value"), strip=False)
+    s = s.join(_label_table(s["labels"], host), on="labels", how="left", maintain_order="left")
     s = s.with_columns(
         target=pl.col("name").replace_strict(target_map, return_dtype=pl.String),
         ftype=pl.col("name").replace_strict(ftype_map, return_dtype=pl.String),
         scale=pl.col("name").replace_strict(scale_map, return_dtype=pl.Float64),
         val=val,
         bad=bad.fill_null(False),
-        gpu=pl.when(gpu_id.is_not_null()).then(pl.concat_str([host_expr, pl.lit("/"), gpu_id])),
-        model=pl.col("labels").str.extract(_label("modelName")),
         ts_line=epoch_strings_to_utc(s["ts_ms"], "ms", path),
     )
     value = pl.col("val")
