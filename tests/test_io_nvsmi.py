@@ -191,6 +191,52 @@ def test_index_not_first_and_bad_index(tmp_path):
     assert src.quality.examples["unknown_gpu"] == [f"{path}:4"]
 
 
+NOUNITS = "timestamp,index,power.draw [W],clocks.sm [MHz],utilization.gpu [%],temperature.gpu\n"
+
+
+def _nounits_rows(n: int) -> list[str]:
+    t0 = datetime(2026, 7, 18, 16, 9, 47, 503000)
+    return [
+        f"{_stamp(t0 + timedelta(milliseconds=250 * i))},0,{85 + i}.5,1410,{i % 100},{30 + i % 50}" for i in range(n)
+    ]
+
+
+def test_nounits_typed_read_matches_text_read(tmp_path, monkeypatch):
+    # plain numbers are parsed by the CSV reader; the result must equal the text path
+    path = _write(tmp_path, NOUNITS + "\n".join(_nounits_rows(300)) + "\n")
+    typed = _read(path)
+    monkeypatch.setattr(nvsmi, "_typed_columns", lambda *a, **k: {})
+    text = _read(path)
+    assert typed.samples.equals(text.samples)
+    assert typed.samples.height == 300
+    assert typed.samples.get_column("power_w")[3] == pytest.approx(88.5)
+    assert typed.samples.get_column("temp_c")[3] == 33
+
+
+def test_nounits_odd_rows_fall_back_to_text(tmp_path, monkeypatch):
+    calls = []
+    read_table = nvsmi._read_table
+    monkeypatch.setattr(nvsmi, "_read_table", lambda *a: calls.append(bool(a[3])) or read_table(*a))
+    rows = _nounits_rows(300)
+    rows[250] = rows[250].replace(",335.5,", ",[N/A],")     # line 252: null power, kept
+    rows[260] = rows[260].replace(",345.5,", ",lots,")      # line 262: garbage power
+    rows[270] = rows[270].replace(",1410,", ",[Unknown Error],")  # line 272: null clock
+    body = rows[:280] + [""] + [NOUNITS.rstrip("\n")] + rows[280:]  # blank line 282, header 283
+    path = _write(tmp_path, NOUNITS + "\n".join(body) + "\n")
+    src = _read(path)
+    q = src.quality
+    assert q.rows_read == 300
+    assert q.rows_excluded == {"unparsable_row": 1}
+    assert q.examples["unparsable_row"] == [f"{path}:262"]
+    assert not q.repairs
+    s = src.samples
+    assert s.filter(pl.col("line") == 252).get_column("power_w").to_list() == [None]
+    assert s.filter(pl.col("line") == 272).get_column("sm_clock_mhz").to_list() == [None]
+    assert s.get_column("line").to_list()[-20:] == list(range(284, 304))
+    assert s.get_column("power_w")[-1] == pytest.approx(384.5)
+    assert calls == [True, False]  # typed first (clean first rows), then as text
+
+
 def test_null_tokens_keep_rows(tmp_path):
     text = HEADER + "".join(
         f"2025/01/01 00:00:0{i}.000, 0, {p}, {u}, 1410 MHz\n"
@@ -568,6 +614,17 @@ def test_noheader_with_units(tmp_path):
     assert not nvsmi.sniff(nounits, path)
     with pytest.raises(InputError, match="cannot tell which column is power"):
         nvsmi.read(_write(tmp_path, nounits, "nounits.csv"), ReadOptions(format="nvsmi_csv"))
+
+
+def test_registry_detects_nvsmi(real_traces, tmp_path):
+    from tracekit.io.registry import FORMATS, detect_format
+
+    for fmt in FORMATS[: [f.name for f in FORMATS].index("nvsmi_csv")]:
+        pytest.importorskip(fmt.module)  # readers tried earlier must exist to be tried
+    for name in (H100, TITANX, A100):
+        assert detect_format(real_traces / name).name == "nvsmi_csv"
+    semi = _write(tmp_path, "timestamp; power.draw [W]\n2025/01/01 00:00:00.000; 100 W\n", "semi.csv")
+    assert detect_format(semi).name == "nvsmi_csv"  # so that read() can name the delimiter
 
 
 def test_sniff_rejects_other_formats(tmp_path):

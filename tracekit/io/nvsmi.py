@@ -91,6 +91,10 @@ KNOWN_FIELDS = frozenset(
 _HEADER_FIELD = re.compile(r"^(?P<name>.*?)\s*(?:\[(?P<unit>[^\]]*)\])?\s*$")
 _TS_START = re.compile(r"^\s*\d{4}[/-]\d{2}[/-]\d{2}[ T]\d{2}:\d{2}:\d{2}")
 _WATTS_VALUE = re.compile(r"^\s*[-+]?\d+(?:\.\d*)?\s*W\s*$")
+_PLAIN_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
+_PLAIN_INT = re.compile(r"^\d+$")
+#: Rows looked at to decide which columns the CSV reader may parse as numbers.
+TYPED_SAMPLE_ROWS = 200
 
 #: GPUs per sweep tried when inferring the sweep structure.
 MAX_GPUS_PER_SWEEP = 64
@@ -622,16 +626,20 @@ def _all_bytes(source: bytes | Path) -> bytes:
     return data[3:] if data[:3] == UTF8_BOM else data
 
 
-def _read_table(data: bytes | Path, layout: _Layout, path: Path) -> tuple[pl.DataFrame, bool]:
-    """All lines from the header (or first row) on, split into String columns.
+def _read_table(
+    data: bytes | Path, layout: _Layout, path: Path, typed: dict[str, pl.DataType]
+) -> tuple[pl.DataFrame, bool]:
+    """All lines from the header (or first row) on, split into columns c0, c1, ...:
+    String, except the ``typed`` ones, which the CSV reader parses itself (a value that
+    does not parse is null there).
 
     Returns (frame, ragged): ``ragged`` when some line has more fields than the header
     (the extra fields were dropped; field counts must then be checked line by line).
     """
-    schema = {f"{_PREFIX}{i}": pl.String for i in range(len(layout.names))}
+    schema = {f"{_PREFIX}{i}": typed.get(f"{_PREFIX}{i}", pl.String()) for i in range(len(layout.names))}
     kwargs = dict(
         has_header=False, skip_lines=layout.skip_lines, schema=schema, quote_char=None,
-        empty_string_is_null=False, infer_schema=False, raise_if_empty=False,
+        empty_string_is_null=False, infer_schema=False, raise_if_empty=False, ignore_errors=bool(typed),
     )
     try:
         return pl.read_csv(data, truncate_ragged_lines=False, **kwargs), False
@@ -708,7 +716,15 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
             line=layout.header_line,
         )
     quality = DataQuality()
-    frame = _data_rows(data, layout, path)
+    wanted: dict[str, pl.DataType] = {}
+    for name, column in col.items():
+        if name in POWER_FIELDS:
+            wanted[column] = pl.Float32()
+        elif name in VALUE_FIELDS:
+            wanted[column] = VALUE_FIELDS[name][2]
+        elif name == "index":
+            wanted[column] = pl.Int64()
+    frame = _data_rows(data, layout, path, _typed_columns(head, layout, wanted))
     rows_read = frame.height
     quality.rows_read = rows_read
 
@@ -737,21 +753,29 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
                 energy_scale = ENERGY_UNIT_SCALE_J.get((unit or "mJ").lower(), 1e-3)
     optional = [c for c in numbers if c != "power_w"]
     # Spellings guessed from the first row, checked by counts in the same pass.
-    guess = _guess_shapes(frame, numbers)
+    text_numbers = {c: v for c, v in numbers.items() if not frame.schema[v[0]].is_numeric()}
+    guess = _guess_shapes(frame, text_numbers)
     exprs: list[pl.Expr] = [
         pl.col(LINE_COLUMN),
         pl.col(ts_col).str.strptime(pl.Datetime("ns"), TS_FORMAT_FAST, strict=False, cache=False).alias("_local"),
     ]
     for canon, (src, unit, dtype) in numbers.items():
-        exprs.append(_fast_number(src, unit, dtype, guess[src]).alias(canon))
+        if frame.schema[src].is_numeric():  # parsed by the CSV reader already
+            exprs.append(pl.col(src).cast(dtype).alias(canon))
+        else:
+            exprs.append(_fast_number(src, unit, dtype, guess[src]).alias(canon))
     for name, key in IDENTITY_FIELDS.items():
         if name in col and f"_{key}" not in {e.meta.output_name() for e in exprs}:
-            exprs.append(pl.col(col[name]).str.strip_chars().alias(f"_{key}"))
+            ident = pl.col(col[name])
+            exprs.append((ident if frame.schema[col[name]].is_numeric() else ident.str.strip_chars()).alias(f"_{key}"))
     exprs += [pl.col(c) for c in ("_fields_ok", "_block") if c in frame.columns]
     lazy = frame.lazy()
-    parsed, counts = pl.collect_all([lazy.select(exprs), lazy.select(_shape_counts(numbers))])
-    shapes = _shapes_from_counts(counts, numbers, frame.height)
-    redo = [c for c, (src, unit, dtype) in numbers.items() if shapes[src] != guess[src]]
+    if text_numbers:
+        parsed, counts = pl.collect_all([lazy.select(exprs), lazy.select(_shape_counts(text_numbers))])
+    else:
+        parsed, counts = lazy.select(exprs).collect(), None
+    shapes = _shapes_from_counts(counts, text_numbers, frame.height)
+    redo = [c for c, (src, _, _) in numbers.items() if src in shapes and shapes[src] != guess[src]]
     if redo:  # the first row misled the guess: parse those columns by what all rows say
         parsed = parsed.with_columns(
             frame.lazy()
@@ -843,37 +867,56 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
     )
 
 
-def _data_rows(data: bytes | Path, layout: _Layout, path: Path) -> pl.DataFrame:
-    """The data rows (String columns c0..), with ``line`` and, where they apply,
-    ``_fields_ok`` (exactly as many fields as the header) and ``_block`` (logger run,
-    counted by repeated headers).
+def _data_rows(
+    data: bytes | Path, layout: _Layout, path: Path, typed: dict[str, pl.DataType] | None = None
+) -> pl.DataFrame:
+    """The data rows (columns c0..), with ``line`` and, where they apply, ``_fields_ok``
+    (exactly as many fields as the header) and ``_block`` (logger run, counted by
+    repeated headers).
 
     Blank lines and repeated headers are dropped.  Both are found among the few rows
     whose second field is empty or whose first field equals the header's, so the
-    common path is a slice, not a filter.
+    common path is a slice, not a filter.  With ``typed`` columns (plain numbers in
+    the first rows) the file must turn out clean: no null in a typed column outside
+    blank and header lines, no repeated header, no ragged line; otherwise it is read
+    again with String columns.
     """
-    table, ragged = _read_table(data, layout, path)
+    typed = typed or {}
+    table, ragged = _read_table(data, layout, path, typed)
+    if typed and ragged:
+        return _data_rows(data, layout, path)
     offset = layout.skip_lines + 1
     k = len(layout.names)
     height = table.height
     table = table.with_row_index(LINE_COLUMN, offset=offset)
     c0 = table.get_column(f"{_PREFIX}0")
-    special = table.get_column(f"{_PREFIX}1") == "" if k > 1 else pl.Series(np.ones(height, dtype=bool))
+
+    def empty(i: int) -> pl.Expr:  # a field that was not there (or empty)
+        name = f"{_PREFIX}{i}"
+        return pl.col(name).is_null() if name in typed else (pl.col(name) == "")
+
+    special = table.select(empty(1)).to_series() if k > 1 else pl.Series(np.ones(height, dtype=bool))
     is_header = None
     if layout.header_text is not None:
         is_header = c0 == layout.header_text.split(",")[0]
         special = special | is_header
     idx = special.arg_true().to_numpy()
     drop = np.zeros(0, dtype=np.int64)
+    if typed:
+        nulls = table.select(pl.col(c).null_count() for c in typed).row(0)
+        if max(nulls) > len(idx):  # a value the reader could not parse: read as text
+            return _data_rows(data, layout, path)
     if len(idx):
         sub = table[idx]
         blank = sub.select(
             (pl.col(f"{_PREFIX}0").str.strip_chars() == "")
-            & pl.all_horizontal([pl.col(f"{_PREFIX}{i}") == "" for i in range(1, k)] or [pl.lit(True)])
+            & pl.all_horizontal([empty(i) for i in range(1, k)] or [pl.lit(True)])
         ).to_series().to_numpy()
         headers = sub.get_column(f"{_PREFIX}0") == layout.header_text.split(",")[0] if is_header is not None else None
         keep_out = blank | (headers.to_numpy() if headers is not None else False)
         drop = idx[keep_out]
+        if typed and (len(drop) < len(idx) or (headers is not None and int(headers.sum()) > 1)):
+            return _data_rows(data, layout, path)  # odd rows among the typed: read as text
         if headers is not None and int(headers.sum()) > 1:
             _check_repeated_headers(sub.filter(headers), layout, path)
             table = table.with_columns(is_header.cast(pl.Int32).cum_sum().alias("_block"))
@@ -889,9 +932,29 @@ def _data_rows(data: bytes | Path, layout: _Layout, path: Path) -> pl.DataFrame:
         frame = table.filter(pl.Series(mask))
     if not ragged:
         last = max((i for i, n in enumerate(layout.names) if n), default=0)
-        if last > 0:
+        if last > 0 and f"{_PREFIX}{last}" not in typed:  # typed: nulls were ruled out
             frame = frame.with_columns((pl.col(f"{_PREFIX}{last}") != "").alias("_fields_ok"))
     return frame
+
+
+def _typed_columns(head: bytes, layout: _Layout, wanted: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+    """The ``wanted`` columns whose values in the first rows are all plain numbers
+    (``85.59``: no blank, no unit), which the CSV reader can parse itself."""
+    if not wanted:
+        return {}
+    text = head.decode("utf-8", errors="replace")
+    lines = text.split("\n")[layout.skip_lines + (layout.header_text is not None) :][:TYPED_SAMPLE_ROWS + 1]
+    rows = [ln.rstrip("\r").split(",") for ln in lines[:-1] if ln.strip()]  # the last may be cut
+    k = len(layout.names)
+    if not rows or any(len(r) != k for r in rows):
+        return {}
+    out = {}
+    for name, dtype in wanted.items():
+        i = int(name[len(_PREFIX) :])
+        pattern = _PLAIN_INT if dtype.is_integer() else _PLAIN_NUMBER
+        if all(pattern.match(r[i]) for r in rows):
+            out[name] = dtype
+    return out
 
 
 def _guess_shapes(frame: pl.DataFrame, numbers: dict[str, tuple[str, str | None, pl.DataType]]) -> dict[str, tuple[str, bool]]:
@@ -917,7 +980,7 @@ def _shape_counts(numbers: dict[str, tuple[str, str | None, pl.DataType]]) -> li
 
 
 def _shapes_from_counts(
-    counts: pl.DataFrame, numbers: dict[str, tuple[str, str | None, pl.DataType]], height: int
+    counts: pl.DataFrame | None, numbers: dict[str, tuple[str, str | None, pl.DataType]], height: int
 ) -> dict[str, tuple[str, bool]]:
     """How the values of each number column are spelled, from :func:`_shape_counts`.
 
@@ -928,7 +991,7 @@ def _shapes_from_counts(
     blanks than that just fails the cast and is re-parsed exactly by
     :func:`_retry_numbers`."""
     columns = list(dict.fromkeys(src for src, _, _ in numbers.values()))
-    if height == 0:
+    if height == 0 or counts is None:
         return {c: ("none", False) for c in columns}
     row = counts.row(0)
     out = {}
