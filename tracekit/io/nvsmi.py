@@ -499,31 +499,31 @@ def sweep_positions(ts_ns: NDArray[np.int64], structure: SweepStructure) -> NDAr
     np.greater_equal(np.abs(gaps), thr, out=is_start[1:])
     starts = np.flatnonzero(is_start)
     lengths = np.diff(np.append(starts, size))
-    if np.all(lengths == n):  # the common case: every sweep complete and separated
-        return np.tile(np.arange(n, dtype=np.int16), len(starts))
-    offset = np.arange(size, dtype=np.int64) - np.repeat(starts, lengths)
     irregular = lengths % n != 0
-    if not irregular.any():
-        return (offset % n).astype(np.int16)
+    cycle = np.tile(np.arange(n, dtype=np.int16), size // n + 2)
+    if not irregular.any():  # every run whole sweeps: the position cycles from row 0
+        return cycle[:size].copy()
     # stretches of consecutive irregular runs
     idx = np.flatnonzero(irregular)
     cut = np.flatnonzero(np.diff(idx) != 1) + 1
     first_runs = idx[np.concatenate([[0], cut])]
     last_runs = idx[np.concatenate([cut - 1, [len(idx) - 1]])]
-    # the usual case, vectorized: a late sweep split in two runs that add up to n
+    # the usual case, a late sweep split in two runs that add up to n, is whole too
     pair = (last_runs - first_runs == 1) & (lengths[first_runs] + lengths[np.minimum(first_runs + 1, len(lengths) - 1)] == n)
-    add = np.zeros(len(lengths), dtype=np.int64)
-    add[first_runs[pair] + 1] = lengths[first_runs[pair]]
-    pos = offset % n + np.repeat(add, lengths)
+    pos = np.empty(size, dtype=np.int16)
+    row = 0  # rows before the next odd stretch are whole sweeps: the cycle restarts
     for first_run, last_run in zip(first_runs[~pair].tolist(), last_runs[~pair].tolist()):
-        row = int(starts[first_run])
+        start = int(starts[first_run])
+        pos[row:start] = cycle[: start - row]
+        row = start
         run_gaps = gaps[np.maximum(starts[first_run : last_run + 1] - 1, 0)]
         regular = (np.abs(np.abs(run_gaps) - boundary) <= 0.2 * boundary).tolist()
         groups = _group_runs(lengths[first_run : last_run + 1].tolist(), regular, n, last_run == len(starts) - 1)
         for total, ok in groups:
-            pos[row : row + total] = np.arange(total) if ok else -1
+            pos[row : row + total] = cycle[:total] if ok else -1
             row += total
-    return pos.astype(np.int16)
+    pos[row:] = cycle[: size - row]
+    return pos
 
 
 # -- time zones -------------------------------------------------------------------------
@@ -752,9 +752,6 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
             if canon == "energy_j":
                 energy_scale = ENERGY_UNIT_SCALE_J.get((unit or "mJ").lower(), 1e-3)
     optional = [c for c in numbers if c != "power_w"]
-    # Spellings guessed from the first row, checked by counts in the same pass.
-    text_numbers = {c: v for c, v in numbers.items() if not frame.schema[v[0]].is_numeric()}
-    guess = _guess_shapes(frame, text_numbers)
     exprs: list[pl.Expr] = [
         pl.col(LINE_COLUMN),
         pl.col(ts_col).str.strptime(pl.Datetime("ns"), TS_FORMAT_FAST, strict=False, cache=False).alias("_local"),
@@ -763,25 +760,13 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
         if frame.schema[src].is_numeric():  # parsed by the CSV reader already
             exprs.append(pl.col(src).cast(dtype).alias(canon))
         else:
-            exprs.append(_fast_number(src, unit, dtype, guess[src]).alias(canon))
+            exprs.append(_fast_number(src, unit, dtype).alias(canon))
     for name, key in IDENTITY_FIELDS.items():
         if name in col and f"_{key}" not in {e.meta.output_name() for e in exprs}:
             ident = pl.col(col[name])
             exprs.append((ident if frame.schema[col[name]].is_numeric() else ident.str.strip_chars()).alias(f"_{key}"))
     exprs += [pl.col(c) for c in ("_fields_ok", "_block") if c in frame.columns]
-    lazy = frame.lazy()
-    if text_numbers:
-        parsed, counts = pl.collect_all([lazy.select(exprs), lazy.select(_shape_counts(text_numbers))])
-    else:
-        parsed, counts = lazy.select(exprs).collect(), None
-    shapes = _shapes_from_counts(counts, text_numbers, frame.height)
-    redo = [c for c, (src, _, _) in numbers.items() if src in shapes and shapes[src] != guess[src]]
-    if redo:  # the first row misled the guess: parse those columns by what all rows say
-        parsed = parsed.with_columns(
-            frame.lazy()
-            .select([_fast_number(numbers[c][0], numbers[c][1], numbers[c][2], shapes[numbers[c][0]]).alias(c) for c in redo])
-            .collect()
-        )
+    parsed = frame.lazy().select(exprs).collect()
 
     # values the fast paths missed: exact parsing on those rows only
     parsed = _retry_timestamps(parsed, frame.get_column(ts_col))
@@ -957,65 +942,14 @@ def _typed_columns(head: bytes, layout: _Layout, wanted: dict[str, pl.DataType])
     return out
 
 
-def _guess_shapes(frame: pl.DataFrame, numbers: dict[str, tuple[str, str | None, pl.DataType]]) -> dict[str, tuple[str, bool]]:
-    """Per source column, how values are spelled, judged from the first row:
-    (``"one"`` leading space or ``"none"``, ends with `` <unit>``)."""
-    out = {}
-    for src, unit, _ in numbers.values():
-        first = frame.get_column(src)[0] if frame.height else ""
-        first = first or ""
-        out[src] = ("one" if first.startswith(" ") else "none", bool(unit) and first.endswith(f" {unit}"))
-    return out
-
-
-def _shape_counts(numbers: dict[str, tuple[str, str | None, pl.DataType]]) -> list[pl.Expr]:
-    """Counts per source column: non-empty values, values with a leading space, values
-    ending with `` <unit>``."""
-    exprs = []
-    for i, (src, unit) in enumerate({src: unit for src, unit, _ in numbers.values()}.items()):
-        exprs.append((pl.col(src) != "").sum().alias(f"filled{i}"))
-        exprs.append(pl.col(src).str.starts_with(" ").sum().alias(f"space{i}"))
-        exprs.append(pl.col(src).str.ends_with(f" {unit}").sum().alias(f"unit{i}") if unit else pl.lit(-1).alias(f"unit{i}"))
-    return exprs
-
-
-def _shapes_from_counts(
-    counts: pl.DataFrame | None, numbers: dict[str, tuple[str, str | None, pl.DataType]], height: int
-) -> dict[str, tuple[str, bool]]:
-    """How the values of each number column are spelled, from :func:`_shape_counts`.
-
-    ``lead`` is ``"one"`` when every non-empty value starts with a space (nvidia-smi's
-    ``, `` separator), ``"none"`` when none does, else ``"mixed"``; ``suffix`` is True
-    when every non-empty value ends with `` <unit>``.  Slicing characters off is only
-    safe when every value has them (``15`` would become ``5``); a value with more
-    blanks than that just fails the cast and is re-parsed exactly by
-    :func:`_retry_numbers`."""
-    columns = list(dict.fromkeys(src for src, _, _ in numbers.values()))
-    if height == 0 or counts is None:
-        return {c: ("none", False) for c in columns}
-    row = counts.row(0)
-    out = {}
-    for i, c in enumerate(columns):
-        filled, space, suffix = row[3 * i : 3 * i + 3]
-        lead = "one" if space == filled else ("none" if space == 0 else "mixed")
-        out[c] = (lead, suffix == filled)
-    return out
-
-
-def _fast_number(column: str, unit: str | None, dtype: pl.DataType, shape: tuple[str, bool]) -> pl.Expr:
-    """The common spelling parsed cheaply: a leading space and a `` <unit>`` suffix that
-    every value has are sliced off, otherwise blanks and the unit are stripped.  What
-    does not parse is null here and re-parsed exactly by :func:`_retry_numbers`."""
-    lead, suffix = shape
-    s = pl.col(column)
-    if lead == "one":
-        s = s.str.slice(1)
-    elif lead == "mixed":
-        s = s.str.strip_chars_start()
-    if suffix and unit:
-        s = s.str.head(-(len(unit) + 1))
-    else:
-        s = s.str.strip_chars_end(" \t\r" + (unit or ""))
+def _fast_number(column: str, unit: str | None, dtype: pl.DataType) -> pl.Expr:
+    """The common spellings parsed cheaply: one leading space (nvidia-smi's ``, ``
+    separator) and a `` <unit>`` suffix are removed where present.  Anything else
+    (more blanks, ``15W``, a unit in front, garbage) is null here and re-parsed exactly
+    by :func:`_retry_numbers`."""
+    s = pl.col(column).str.strip_prefix(" ")
+    if unit:
+        s = s.str.strip_suffix(f" {unit}")
     return s.cast(dtype, strict=False)
 
 
@@ -1128,12 +1062,13 @@ def _gpu_ids(
     # No identity column: the position in the sweep, counted per logger run (a
     # repeated header starts a new run).
     local = parsed.get_column("_local")
-    has_ts = local.is_not_null().to_numpy()
-    ok_idx = np.flatnonzero(has_ts)
+    all_timed = local.null_count() == 0
     ts_all = local.to_numpy().view(np.int64)
-    ts_ok = ts_all if len(ok_idx) == len(ts_all) else ts_all[ok_idx]
+    ok_idx = None if all_timed else np.flatnonzero(local.is_not_null().to_numpy())
+    ts_ok = ts_all if ok_idx is None else ts_all[ok_idx]
     if "_block" in parsed.columns:
-        block_ok = parsed.get_column("_block").to_numpy()[ok_idx]
+        block_ok = parsed.get_column("_block").to_numpy()
+        block_ok = block_ok if ok_idx is None else block_ok[ok_idx]
         bounds = np.flatnonzero(np.diff(block_ok)) + 1
     else:
         bounds = np.array([], dtype=np.int64)
@@ -1156,12 +1091,23 @@ def _gpu_ids(
         )
     elif structure.threshold_ns is None and structure.gpus_per_sweep > 1:
         notes.append("no index column and no clear sweep timing: GPUs assigned by row position")
-    pos_ok = np.empty(len(ts_ok), dtype=np.int16)
-    for a, b in spans:
-        pos_ok[a:b] = sweep_positions(ts_ok[a:b], structure)
-    pos = np.full(len(has_ts), -1, dtype=np.int16)
-    pos[ok_idx] = pos_ok
+    if len(spans) == 1:
+        pos_ok = sweep_positions(ts_ok, structure)
+    else:
+        pos_ok = np.empty(len(ts_ok), dtype=np.int16)
+        for a, b in spans:
+            pos_ok[a:b] = sweep_positions(ts_ok[a:b], structure)
+    if ok_idx is None:
+        pos = pos_ok
+    else:  # untimed rows (unparsable anyway) get -1 but are not "unknown GPU"
+        pos = np.full(len(ts_all), -1, dtype=np.int16)
+        pos[ok_idx] = pos_ok
     labels = pl.Series([f"{host}/{i}" for i in range(structure.gpus_per_sweep)])
+    if pos_ok.min(initial=0) >= 0:  # every timed row attributed
+        codes = pl.Series(pos.astype(np.uint32)) if ok_idx is None else pl.Series(pos).cast(pl.UInt32, strict=False)
+        return labels.gather(codes), None
     gpu = labels.gather(pl.Series(pos).cast(pl.UInt32, strict=False))
-    unknown = (pos < 0) & has_ts
-    return gpu, (pl.Series(unknown) if unknown.any() else None)
+    unknown = pos < 0
+    if ok_idx is not None:
+        unknown &= local.is_not_null().to_numpy()
+    return gpu, pl.Series(unknown)
