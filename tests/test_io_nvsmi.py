@@ -638,7 +638,7 @@ def test_sniff_rejects_other_formats(tmp_path):
 
 @settings(max_examples=50, deadline=None)
 @given(
-    n=st.sampled_from([1, 2, 3, 4, 6, 8, 16]),
+    n=st.sampled_from([1, 2, 3, 4, 6, 8, 16, 24, 32]),
     period_ms=st.sampled_from([50, 100, 250, 1000]),
     sweeps=st.integers(20, 120),
     seed=st.integers(0, 2**32 - 1),

@@ -96,8 +96,10 @@ _PLAIN_INT = re.compile(r"^\d+$")
 #: Rows looked at to decide which columns the CSV reader may parse as numbers.
 TYPED_SAMPLE_ROWS = 200
 
-#: GPUs per sweep tried when inferring the sweep structure.
+#: GPUs per sweep tried when inferring the sweep structure (sizes up to the common
+#: one first; larger ones only when none of those fits).
 MAX_GPUS_PER_SWEEP = 64
+COMMON_GPUS_PER_SWEEP = 16
 #: Boundary gaps must be this many times the within-sweep gaps to trust the structure.
 MIN_SEPARATION = 3.0
 #: Gaps are floored at the timestamps' resolution (1 ms) when compared.
@@ -383,9 +385,11 @@ def infer_sweep_structure(ts_ns: NDArray[np.int64], gpus_per_sweep: int | None =
     spoils only the windows around it.  The smallest size whose
     separation is at least half the best is taken; with no size above
     :data:`MIN_SEPARATION` the rows are one GPU.  The gap that starts a new sweep is
-    the geometric mean of the boundary and within-sweep gaps.  Sizes are tried up to
-    :data:`MAX_GPUS_PER_SWEEP`, and only where the run holds two windows of sweeps
-    (eight sweeps), so that a few late rows cannot fake a boundary column.  Shorter
+    the geometric mean of the boundary and within-sweep gaps.  Sizes up to
+    :data:`COMMON_GPUS_PER_SWEEP` are tried first, larger ones up to
+    :data:`MAX_GPUS_PER_SWEEP` only when none of those separates; a size is tried only
+    where the run holds two windows of sweeps (eight sweeps), so that a few late rows
+    cannot fake a boundary column.  Shorter
     logs read as one GPU (with a warning when the gaps say otherwise): pass
     ``--gpus-per-host`` there.
     """
@@ -415,7 +419,10 @@ def infer_sweep_structure(ts_ns: NDArray[np.int64], gpus_per_sweep: int | None =
         return SweepStructure(gpus_per_sweep, float(np.sqrt(boundary * within)), sep, False, boundary)
 
     largest = min(MAX_GPUS_PER_SWEEP, n_gaps // (2 * SWEEPS_PER_WINDOW))
-    scores = {n: score(n) for n in range(2, largest + 1)}
+    # common sizes first; larger ones only when none of those separates
+    scores = {n: score(n) for n in range(2, min(largest, COMMON_GPUS_PER_SWEEP) + 1)}
+    if not scores or max(s[0] for s in scores.values()) < MIN_SEPARATION:
+        scores.update({n: score(n) for n in range(COMMON_GPUS_PER_SWEEP + 1, largest + 1)})
     if not scores or max(s[0] for s in scores.values()) < MIN_SEPARATION:
         return SweepStructure(1, None, 1.0, True)
     best = max(s[0] for s in scores.values())
