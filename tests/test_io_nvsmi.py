@@ -667,3 +667,109 @@ def test_short_log_needs_gpus_per_host(tmp_path):
     src = _read(path, gpus_per_host=8)
     assert _gpu_index(src.samples) == list(range(8)) * 2
     assert not any("gpus-per-host" in w for w in src.quality.warnings)
+
+
+# -- against a plain line-by-line parser ------------------------------------------------
+
+_TOKENS = ["[N/A]", "N/A", "[Not Supported]", "[Unknown Error]"]
+
+
+def _naive_read(text: str, host: str) -> tuple[list[tuple], dict[str, list[int]]]:
+    """The obvious reader: one line at a time with Python's str and datetime."""
+    rows, bad = [], {"unparsable_row": [], "unknown_gpu": []}
+    header = None
+    for line_no, raw in enumerate(text.split("\n")[:-1], start=1):
+        line = raw.rstrip("\r")
+        if not line.strip():
+            continue
+        fields = line.split(",")
+        if header is None or fields[0].strip() == "timestamp":
+            header = header or [f.strip() for f in fields]
+            continue
+        if len(fields) != len(header):
+            bad["unparsable_row"].append(line_no)
+            continue
+        ts_text, index, power, util = (f.strip() for f in fields)
+        try:
+            ts = datetime.strptime(ts_text, "%Y/%m/%d %H:%M:%S.%f").replace(tzinfo=UTC)
+        except ValueError:
+            bad["unparsable_row"].append(line_no)
+            continue
+
+        def number(v: str, unit: str):
+            v = v[: -len(unit)].strip() if v.endswith(unit) else v
+            if v in _TOKENS or v.startswith("["):
+                return None, True
+            try:
+                return float(v), True
+            except ValueError:
+                return None, False
+
+        power_w, ok = number(power, "W")
+        if not ok:
+            bad["unparsable_row"].append(line_no)
+            continue
+        if not index.isdigit():
+            bad["unknown_gpu"].append(line_no)
+            continue
+        rows.append((f"{host}/{int(index)}", ts, power_w, number(util, "%")[0], line_no))
+    return rows, bad
+
+
+_VALUE = st.one_of(
+    st.floats(0, 1000, allow_nan=False).map(lambda x: f"{x:.2f}"),
+    st.integers(0, 100).map(str),
+)
+
+
+@st.composite
+def _messy_log(draw):
+    lines = ["timestamp, index, power.draw [W], utilization.gpu [%]"]
+    t0 = datetime(2025, 3, 1, 12, 0, 0)
+    for i in range(draw(st.integers(0, 60))):
+        kind = draw(st.sampled_from(["ok"] * 8 + ["blank", "header", "short", "long", "badts", "token", "garbage"]))
+        sep = draw(st.sampled_from([", ", ","]))
+        ts = _stamp(t0 + timedelta(milliseconds=100 * i))
+        power = draw(_VALUE) + draw(st.sampled_from([" W", "", " W "]))
+        util = draw(_VALUE) + draw(st.sampled_from([" %", ""]))
+        index = str(draw(st.integers(0, 3)))
+        if kind == "blank":
+            lines.append(draw(st.sampled_from(["", "  ", "\r"])))
+            continue
+        if kind == "header":
+            lines.append(lines[0])
+            continue
+        if kind == "badts":
+            ts = draw(st.sampled_from(["yesterday", "2025/13/01 00:00:00.000", ""]))
+        if kind == "token":
+            power = draw(st.sampled_from(_TOKENS))
+        if kind == "garbage":
+            power = draw(st.sampled_from(["W 12.5", "lots", "1.2.3", "--"]))
+        fields = [ts, index, power, util]
+        if kind == "short":
+            fields = fields[: draw(st.integers(1, 3))]
+        if kind == "long":
+            fields = fields + ["extra"]
+        lines.append(sep.join(fields))
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=50, deadline=None)
+@given(text=_messy_log())
+def test_reader_matches_naive_parser(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("messy") / "h.csv"
+    path.write_text(text)
+    want, bad = _naive_read(text, "h")
+    src = _read(path)
+    got = src.samples.select("gpu", "ts", "power_w", "gpu_util", "line").rows()
+    assert [r[0] for r in got] == [r[0] for r in want]
+    assert [r[1] for r in got] == [r[1] for r in want]
+    assert [r[4] for r in got] == [r[4] for r in want]
+    for g, w in zip(got, want):
+        for a, b in ((g[2], w[2]), (g[3], w[3])):
+            assert (a is None and b is None) or a == pytest.approx(b, rel=1e-6)
+    q = src.quality
+    assert q.rows_read == len(want) + sum(len(v) for v in bad.values())
+    assert {k: v for k, v in q.rows_excluded.items()} == {k: len(v) for k, v in bad.items() if v}
+    for kind, lines in bad.items():
+        assert q.examples.get(kind, []) == [f"{path}:{n}" for n in lines[:5]]

@@ -11,12 +11,18 @@ What the logger writes, warts included (see ``../shared/real_traces``):
 - with ``-lms N`` and no ``index`` column, the GPUs come one row each per sweep in a
   fixed order (see :func:`infer_sweep_structure`).
 
-Parsing is vectorized: Polars' CSV reader splits every line into String columns
-(blank lines kept as rows, so a row's position gives its line number), then strip /
-cast expressions with ``strict=False`` parse the values; a cast that fails where
-the text was not a null token marks the row unparsable.  No Python loop runs per
-row; the only Python loop is over irregular stretches of sweeps (late or incomplete
-ones), which are rare.
+Parsing is vectorized.  Polars' CSV reader splits every line into columns (blank
+lines kept as rows, so a row's position gives its line number); columns whose first
+rows are plain numbers (``nounits``) it parses itself, the others stay String.  Cheap
+expressions with ``strict=False`` then parse the common spellings (fixed-width
+timestamp, one leading space, `` W`` suffix); only the rows they leave null are
+re-parsed exactly, and a value that is neither a number nor a null token marks the
+row unparsable (or, outside the power column, becomes null).  A file whose typed
+columns turn out to hold anything else is read again as text.  No Python loop runs
+per row; the only Python loop is over irregular stretches of sweeps (late or
+incomplete ones), which are rare.
+
+Rows stay in file order (the common cleaning step sorts and counts reorders).
 """
 
 from __future__ import annotations
@@ -130,7 +136,7 @@ def _split_header(line: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def _first_lines(head: str, n: int = 2) -> list[str]:
+def _first_lines(head: str, n: int) -> list[str]:
     lines = []
     for line in head.splitlines():
         if line.strip():
@@ -296,10 +302,6 @@ def _stripped_expr(s: pl.Expr, unit: str | None) -> pl.Expr:
     if unit:
         return s.str.strip_chars_end(" \t\r" + unit).str.strip_chars_start()
     return s.str.strip_chars()
-
-
-def _stripped(col: str, unit: str | None) -> pl.Expr:
-    return _stripped_expr(pl.col(col), unit)
 
 
 # -- sweeps -----------------------------------------------------------------------------
