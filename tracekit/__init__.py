@@ -32,6 +32,10 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module("tracekit.synth")
+    if name == "replay":
+        from tracekit.replay import replay
+
+        return replay
     if name == "TraceSet":
         from tracekit.traceset import TraceSet
 

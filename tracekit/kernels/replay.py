@@ -1,0 +1,951 @@
+"""Kernels of ``tracekit replay``: clocks per controller window, synchronous waits, the
+stretched time axis, power smoothing, rack storage and zero-order-hold energy.
+
+Conventions shared by every kernel here (they match :mod:`tracekit.kernels.grid`):
+
+* Samples of many GPUs are concatenated; GPU ``g`` owns ``[offsets[g], offsets[g+1])``,
+  sorted by time.
+* Zero-order hold: sample ``k`` holds its power from ``ts[k]`` to ``ts[k+1]``.  When
+  that interval is longer than ``max_gap_ns`` the sample holds for ``hold_ns`` only
+  and the rest of the interval (its *gap remainder*) is missing; the last sample of a
+  GPU holds for ``hold_ns``.  The held part is the sample's *covered* time ``c_k``.
+* Power/clock model (DESIGN.md, Replay): at clock ratio ``x = f / f0`` a sample
+  observed at ``p`` draws ``p' = idle + (p - idle) * r(x)`` when ``p > idle`` (samples
+  at or below idle are unchanged), ``r(x) = a*x + (1-a)*x**g``; its covered time
+  stretches by ``s = 1 + beta*(1/x - 1)``, ``beta`` per phase label.  The hold after
+  the last sample and before a gap is never stretched, nor is a gap remainder; NaN
+  samples are never stretched and stay NaN.
+* Controller windows are fixed on the *original* time axis: window ``w`` holds the
+  samples with ``floor(ts / window_ns) == w`` (aligned to multiples of the window
+  since the epoch, the same for every GPU).  Within a window the clock ratio is one
+  value ``x``.  The window's *replayed image* is the contiguous replayed span of its
+  samples, and its mean replayed power is ``sum(p'_k * c'_k) / sum(c'_k)`` over its
+  non-NaN samples, ``c'_k = c_k * s_k * m_k`` with ``m_k`` the wait multiplier below
+  (1 outside waits).
+
+With a cap ``C`` the window's ``x`` is the largest ratio (not above the lock's) whose
+mean replayed power is ``<= C``, found by bisection.  The mean depends on the window's
+samples only through a few sums (covered time and power below / above idle, plain and
+weighted by ``beta``), so each bisection step costs O(1) per wait in the window.
+
+Synchronous waits (*rows*): a row is one GPU's span ``[a, n)`` of one iteration: its
+compute part ``[a, z)`` and its wait ``[z, n)`` (the communication after compute,
+until its next compute starts).  Wait samples are not stretched by the clock; they
+are scaled together by ``m = max(avail - el * e' - gap, 0) / tail_c`` where ``e'`` is
+the row's replayed compute time (stretched covered times plus gap remainders),
+``tail_c`` and ``gap`` the wait's covered time and gap remainders, ``avail`` the
+replayed length the row must fill and ``el`` 1 (the wait absorbs the compute's
+stretch) or 0 (a fixed wait, ``avail``).  Every wait sample of a row is in a window
+at or after the last compute sample of the row, so ``m`` is known, or depends on the
+clock of the window being solved, when its first wait sample is reached: the clock
+and the waits of a window are solved together, exactly.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tracekit.errors import ParameterError, SchemaError
+from tracekit.kernels._jit import kernel
+from tracekit.kernels._validate import (
+    check_sorted_runs,
+    float64_array,
+    float_array,
+    int_array,
+    int_param,
+    out_array,
+    same_length,
+    ts_array,
+)
+
+# Columns of the per-GPU parameter array (float64, shape (n_gpus, N_GPU_PARAMS)).
+G_IDLE_W, G_CAP_W, G_LOCK_MHZ, G_F0_MHZ, G_A, G_EXP = range(6)
+N_GPU_PARAMS = 6
+
+# Columns of the per-window output (float64, shape (n_windows, N_WINDOW_COLUMNS)).
+W_X, W_F0_MHZ, W_COVERED_NS, W_FIRST = range(4)
+N_WINDOW_COLUMNS = 4
+
+# Columns of the row arrays: int64 (a, z, n); float64 inputs (avail, el, tail_c, gap);
+# float64 outputs (e', m); float64 scratch (E, C0, C1, TB, TQ, TD).
+R_A, R_Z, R_N = range(3)
+RF_AVAIL, RF_EL, RF_TAIL_C, RF_GAP = range(4)
+RO_E, RO_M = range(2)
+_RW_E, _RW_C0, _RW_C1, _RW_TB, _RW_TQ, _RW_TD = range(6)
+
+#: Bisection steps for the window clock (the bracket shrinks to 2**-60 of its width).
+BISECT_STEPS = 60
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@kernel
+def _covered(ts_ns, k, b, max_gap_ns, hold_ns):
+    """(covered ns, stretchable, gap remainder ns) of sample k of a GPU ending at b."""
+    if k + 1 < b:
+        d = ts_ns[k + 1] - ts_ns[k]
+        if d <= max_gap_ns:
+            return float(d), True, 0.0
+        if d > hold_ns:
+            return float(hold_ns), False, float(d - hold_ns)
+        return float(d), False, 0.0
+    return float(hold_ns), False, 0.0
+
+
+@kernel
+def _ratio(x, a, g):
+    return a * x + (1.0 - a) * x ** g
+
+
+@kernel
+def _row_m(r, y, rows_f, row_w):
+    tail_c = rows_f[r, RF_TAIL_C]
+    if tail_c <= 0.0:
+        return 1.0
+    e = row_w[r, _RW_E] + row_w[r, _RW_C0] + y * row_w[r, _RW_C1]
+    v = (rows_f[r, RF_AVAIL] - rows_f[r, RF_EL] * e - rows_f[r, RF_GAP]) / tail_c
+    return v if v > 0.0 else 0.0
+
+
+@kernel
+def _window_mean(x, a, g, sums, rows_f, row_w, r_first, r_last):
+    y = 1.0 / x - 1.0
+    r = _ratio(x, a, g)
+    num = sums[2] + y * sums[3] + r * (sums[4] + y * sums[5])
+    den = sums[0] + y * sums[1]
+    for q in range(r_first, r_last + 1):
+        td = row_w[q, _RW_TD]
+        if td > 0.0:
+            m = _row_m(q, y, rows_f, row_w)
+            num += (row_w[q, _RW_TB] + r * row_w[q, _RW_TQ]) * m
+            den += td * m
+    if den <= 0.0:
+        return 0.0
+    return num / den
+
+
+@kernel
+def _row_of(k, rp, r_hi, rows_i):
+    """(row pointer, row, role) of sample k: role 0 outside rows, 1 compute, 2 wait."""
+    while rp < r_hi and k >= rows_i[rp, R_N]:
+        rp += 1
+    if rp < r_hi and k >= rows_i[rp, R_A]:
+        if k < rows_i[rp, R_Z]:
+            return rp, rp, 1
+        return rp, rp, 2
+    return rp, -1, 0
+
+
+# --------------------------------------------------------------------------- clocks
+
+
+@kernel
+def _solve_clock(hi, f_hi, cap, a, g, sums, rows_f, row_w, r_first, r_last):
+    """The clock ratio in (0, hi) where the window mean meets the cap, from below:
+    Illinois (modified regula falsi) on ``mean(x) - cap`` with the bracket kept, so
+    the result's mean is <= cap; bisection steps where the secant stalls."""
+    lo = hi * 1e-9
+    f_lo = _window_mean(lo, a, g, sums, rows_f, row_w, r_first, r_last) - cap
+    if f_lo > 0.0:  # no clock meets the cap (cannot happen above idle): the lowest
+        return lo
+    side = 0
+    for it in range(BISECT_STEPS):
+        if hi - lo <= 1e-13 * hi or f_lo > -1e-12 * cap:
+            break
+        if it % 8 == 7:
+            mid = 0.5 * (lo + hi)
+        else:
+            mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+            if not (lo < mid < hi):
+                mid = 0.5 * (lo + hi)
+        f_mid = _window_mean(mid, a, g, sums, rows_f, row_w, r_first, r_last) - cap
+        if f_mid > 0.0:
+            hi = mid
+            f_hi = f_mid
+            if side == 1:
+                f_lo *= 0.5
+            side = 1
+        else:
+            lo = mid
+            f_lo = f_mid
+            if side == -1:
+                f_hi *= 0.5
+            side = -1
+    return lo
+
+
+@kernel
+def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, betas, iparams, win_offsets,
+                          row_offsets, rows_i, rows_f, row_w, g_lo, g_hi,
+                          out_power, out_dur, out_mult, out_win, phase_ns, row_out):
+    window_ns = iparams[0]
+    max_gap_ns = iparams[1]
+    hold_ns = iparams[2]
+    has_clock = clock_mhz.shape[0] > 0
+    has_rows = rows_i.shape[0] > 0
+    sums = np.zeros(6)
+    for g in range(g_lo, g_hi):
+        a0 = offsets[g]
+        b = offsets[g + 1]
+        r_lo = 0
+        r_hi = 0
+        if has_rows:
+            r_lo = row_offsets[g]
+            r_hi = row_offsets[g + 1]
+            for q in range(r_lo, r_hi):
+                for c in range(6):
+                    row_w[q, c] = 0.0
+        if b <= a0:
+            continue
+        idle = gparams[g, G_IDLE_W]
+        cap = gparams[g, G_CAP_W]
+        lock = gparams[g, G_LOCK_MHZ]
+        f0 = gparams[g, G_F0_MHZ]
+        ca = gparams[g, G_A]
+        ge = gparams[g, G_EXP]
+        w_first = ts_ns[a0] // window_ns
+        slot0 = win_offsets[g]
+        rp = r_lo
+        i = a0
+        while i < b:
+            wid = ts_ns[i] // window_ns
+            t_end = (wid + 1) * window_ns
+            # pass 1: the window's sums (waits go to their row's sums)
+            for c in range(6):
+                sums[c] = 0.0
+            s_c = 0.0
+            clk_w = 0.0
+            clk_s = 0.0
+            r_first = -1
+            r_last = -2
+            rp0 = rp
+            k = i
+            while k < b and ts_ns[k] < t_end:
+                c, ok, gap = _covered(ts_ns, k, b, max_gap_ns, hold_ns)
+                s_c += c
+                role = 0
+                r = -1
+                if has_rows:
+                    rp, r, role = _row_of(k, rp, r_hi, rows_i)
+                    if role > 0:
+                        if r_first < 0:
+                            r_first = r
+                        r_last = r
+                p = power_w[k]
+                k += 1
+                nan = np.isnan(p)
+                if p > idle:
+                    bb = idle
+                    q = p - idle
+                else:
+                    bb = p
+                    q = 0.0
+                if role == 2:
+                    if not nan:
+                        row_w[r, _RW_TB] += bb * c
+                        row_w[r, _RW_TQ] += q * c
+                        row_w[r, _RW_TD] += c
+                    continue
+                beta = betas[g, labels[k - 1] + 1] if ok else 0.0
+                if role == 1:
+                    row_w[r, _RW_C0] += c + gap
+                    if not nan:
+                        row_w[r, _RW_C1] += c * beta
+                if nan:
+                    continue
+                sums[0] += c
+                sums[1] += c * beta
+                sums[2] += bb * c
+                sums[3] += bb * c * beta
+                sums[4] += q * c
+                sums[5] += q * c * beta
+                if has_clock and q > 0.0:
+                    f = clock_mhz[k - 1]
+                    if f > 0.0 and np.isfinite(f):
+                        clk_w += c
+                        clk_s += f * c
+            j = k
+            f0w = clk_s / clk_w if clk_w > 0.0 else f0
+            x = 1.0
+            if np.isfinite(lock) and lock < f0w:
+                x = lock / f0w
+            if np.isfinite(cap):
+                f_hi = _window_mean(x, ca, ge, sums, rows_f, row_w, r_first, r_last) - cap
+                if f_hi > 0.0:
+                    x = _solve_clock(x, f_hi, cap, ca, ge, sums, rows_f, row_w, r_first, r_last)
+            slot = slot0 + (wid - w_first)
+            out_win[slot, W_X] = x
+            out_win[slot, W_F0_MHZ] = f0w
+            out_win[slot, W_COVERED_NS] = s_c
+            out_win[slot, W_FIRST] = i
+            # pass 2: replayed power, stretched covered time, wait multipliers
+            r_clk = _ratio(x, ca, ge)
+            y = 1.0 / x - 1.0
+            rp = rp0
+            for k in range(i, j):
+                c, ok, gap = _covered(ts_ns, k, b, max_gap_ns, hold_ns)
+                role = 0
+                r = -1
+                if has_rows:
+                    rp, r, role = _row_of(k, rp, r_hi, rows_i)
+                p = power_w[k]
+                lab = labels[k] + 1
+                if x == 1.0 or np.isnan(p) or p <= idle:
+                    out_power[k] = p
+                else:
+                    out_power[k] = idle + (p - idle) * r_clk
+                s = 1.0
+                if ok and role != 2 and x != 1.0 and not np.isnan(p):
+                    s = 1.0 + betas[g, lab] * y
+                out_dur[k] = c * s
+                if has_rows:
+                    out_mult[k] = _row_m(r, y, rows_f, row_w) if role == 2 else 1.0
+                phase_ns[g, lab, 0] += c
+                phase_ns[g, lab, 1] += c * s
+            # the window's compute joins its rows' replayed compute time
+            for q in range(r_first, r_last + 1):
+                if row_w[q, _RW_TD] > 0.0 or rows_f[q, RF_TAIL_C] <= 0.0:
+                    row_out[q, RO_M] = _row_m(q, y, rows_f, row_w)
+                row_w[q, _RW_E] += row_w[q, _RW_C0] + y * row_w[q, _RW_C1]
+                row_out[q, RO_E] = row_w[q, _RW_E]
+                row_w[q, _RW_C0] = 0.0
+                row_w[q, _RW_C1] = 0.0
+                row_w[q, _RW_TB] = 0.0
+                row_w[q, _RW_TQ] = 0.0
+                row_w[q, _RW_TD] = 0.0
+            i = j
+
+
+class ClockWindows(NamedTuple):
+    """Result of :func:`clock_windows`.
+
+    Attributes
+    ----------
+    power_w : ndarray of float32, shape (n,)
+        Replayed power per sample (bitwise the input where the window's ``x`` is 1).
+    dur_ns : ndarray of float64, shape (n,)
+        Stretched covered time per sample, ns (``c_k * s_k``; waits unstretched).
+    mult : ndarray of float64, shape (n,) or (0,)
+        Wait multiplier per sample (1 outside waits); empty without rows.
+    windows : ndarray of float64, shape (n_windows, 4)
+        Per controller window (CSR by ``win_offsets``): clock ratio ``x`` (NaN for a
+        window without samples), reference clock ``f0`` (MHz), original covered time
+        (ns) and index of its first sample.
+    win_offsets : ndarray of int64, shape (n_gpus + 1,)
+        GPU ``g``'s windows are rows ``[win_offsets[g], win_offsets[g+1])``.
+    phase_ns : ndarray of float64, shape (n_gpus, n_labels + 1, 2)
+        Original and clock-stretched covered time per GPU and label (row 0 = label -1).
+    rows : ndarray of float64, shape (n_rows, 2)
+        Per row: replayed compute time ``e'`` (ns, with gap remainders) and the wait
+        multiplier ``m``.
+    """
+
+    power_w: NDArray[np.float32]
+    dur_ns: NDArray[np.float64]
+    mult: NDArray[np.float64]
+    windows: NDArray[np.float64]
+    win_offsets: NDArray[np.int64]
+    phase_ns: NDArray[np.float64]
+    rows: NDArray[np.float64]
+
+
+def window_offsets(ts_ns: NDArray[np.int64], offsets: NDArray[np.int64], window_ns: int) -> NDArray[np.int64]:
+    """CSR offsets of the controller windows of each GPU (first to last window)."""
+    n_gpus = len(offsets) - 1
+    counts = np.zeros(n_gpus, dtype=np.int64)
+    nonempty = offsets[1:] > offsets[:-1]
+    if nonempty.any():
+        first = ts_ns[offsets[:-1][nonempty]] // window_ns
+        last = ts_ns[offsets[1:][nonempty] - 1] // window_ns
+        counts[nonempty] = last - first + 1
+    out = np.zeros(n_gpus + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
+def _check_csr(func: str, offsets: object, n: int, name: str = "offsets") -> np.ndarray:
+    off = int_array(func, name, offsets)
+    if off.size < 1 or off[0] != 0 or off[-1] != n or (np.diff(off) < 0).any():
+        raise SchemaError(f"{func}: {name} must start at 0, be non-decreasing and end at {n}")
+    return off
+
+
+def _buffer(func: str, name: str, buf, n: int, dtype) -> np.ndarray:
+    if buf is None:
+        return np.empty(n, dtype=dtype)
+    return out_array(func, name, buf, (n,), dtype)
+
+
+def _run_ranges(fn, offsets: np.ndarray, workers: int | None) -> None:
+    from tracekit.engine.local import map_ranges
+
+    costs = np.diff(offsets).astype(np.float64)
+    if len(costs) == 0:
+        return
+    map_ranges(fn, costs, workers)
+
+
+class Rows(NamedTuple):
+    """Synchronous waits for :func:`clock_windows` (see the module docstring).
+
+    Attributes
+    ----------
+    offsets : int64, shape (n_gpus + 1,)
+        GPU ``g``'s rows are ``[offsets[g], offsets[g+1])``, in time order, not
+        overlapping.
+    azn : int64, shape (n_rows, 3)
+        Global sample indices ``a <= z < n`` within the row's GPU.
+    params : float64, shape (n_rows, 4)
+        ``avail`` (ns), ``el`` (0 or 1), ``tail_c`` and ``gap`` (ns).
+    """
+
+    offsets: NDArray[np.int64]
+    azn: NDArray[np.int64]
+    params: NDArray[np.float64]
+
+
+def _check_rows(func: str, rows: Rows, offsets: np.ndarray) -> Rows:
+    n_gpus = offsets.size - 1
+    azn = np.ascontiguousarray(rows.azn, dtype=np.int64)
+    params = float64_array(func, "rows.params", rows.params, ndim=2)
+    n_rows = azn.shape[0] if azn.ndim == 2 else -1
+    if azn.ndim != 2 or azn.shape[1] != 3 or params.shape != (n_rows, 4):
+        raise SchemaError(f"{func}: rows.azn must have shape (n_rows, 3) and rows.params (n_rows, 4)")
+    roff = _check_csr(func, rows.offsets, n_rows, "rows.offsets")
+    if roff.size != n_gpus + 1:
+        raise SchemaError(f"{func}: rows.offsets must have one entry per GPU plus one ({n_gpus + 1})")
+    if n_rows:
+        gpu = np.repeat(np.arange(n_gpus), np.diff(roff))
+        a, z, n = azn[:, 0], azn[:, 1], azn[:, 2]
+        inside = (a >= offsets[gpu]) & (n <= offsets[gpu + 1]) & (a <= z) & (z < n)
+        ordered = np.ones(n_rows, dtype=bool)
+        same = gpu[1:] == gpu[:-1]
+        ordered[1:] = ~same | (a[1:] >= n[:-1])
+        if not (inside & ordered).all():
+            raise SchemaError(f"{func}: rows must satisfy a <= z < n within their GPU, in time order, "
+                              "without overlap")
+        if not np.isfinite(params).all() or not np.isin(params[:, RF_EL], (0.0, 1.0)).all():
+            raise ParameterError(f"{func}: row parameters must be finite with el 0 or 1")
+    return Rows(roff, azn, params)
+
+
+def clock_windows(
+    ts_ns: NDArray[np.int64],
+    power_w: NDArray[np.floating],
+    labels: NDArray[np.int8],
+    offsets: NDArray[np.int64],
+    gpu_params: NDArray[np.float64],
+    betas: NDArray[np.float64],
+    *,
+    window_ns: int,
+    max_gap_ns: int,
+    hold_ns: int,
+    clock_mhz: NDArray[np.floating] | None = None,
+    rows: Rows | None = None,
+    workers: int | None = None,
+    out_power: NDArray[np.float32] | None = None,
+    out_dur: NDArray[np.float64] | None = None,
+    out_mult: NDArray[np.float64] | None = None,
+) -> ClockWindows:
+    """Clock ratio per controller window under a lock and/or cap, with synchronous
+    waits solved in the same pass; replayed power, stretched covered time and wait
+    multiplier per sample (rules in the module docstring).
+
+    Parameters
+    ----------
+    ts_ns : array of int64, shape (n,)
+        Sample times, sorted within each GPU.
+    power_w : array of float32 or float64, shape (n,)
+        Observed power, W (NaN = missing).
+    labels : array of int8, shape (n,)
+        Phase label per sample (-1 = unlabelled), indexes ``betas[:, label + 1]``.
+    offsets : array of int64, shape (n_gpus + 1,)
+        CSR offsets of the GPUs.
+    gpu_params : array of float64, shape (n_gpus, 6)
+        Per GPU: idle W, cap W (NaN = none), lock MHz (NaN = none), reference clock
+        ``f0`` MHz, ``a`` and ``g`` of ``r(x)``.
+    betas : array of float64, shape (n_gpus, n_labels + 1)
+        Stretch sensitivity per GPU and label (column 0 for label -1).
+    window_ns, max_gap_ns, hold_ns : int
+        Controller window, longest bridged gap and hold after a gap / the last sample.
+    clock_mhz : array of float, shape (n,), optional
+        Observed SM clock per sample; a window's ``f0`` is then the covered-time mean
+        of its finite clocks above idle (the spec clock where none is finite).
+    rows : Rows, optional
+        Synchronous waits; none without.
+    workers : int, optional
+        Threads (GPU ranges balanced by sample count); default all cores.
+    out_power, out_dur, out_mult : ndarray, optional
+        Buffers (float32 / float64 / float64, shape (n,)) to write into instead of new
+        arrays (repeated calls on large traces then skip the page faults of fresh
+        memory).
+
+    Returns
+    -------
+    ClockWindows
+    """
+    func = "clock_windows"
+    ts = ts_array(func, "ts_ns", ts_ns, check_sorted=False)
+    power = float_array(func, "power_w", power_w)
+    lab = np.ascontiguousarray(labels)
+    if lab.dtype != np.int8:
+        raise SchemaError(f"{func}: labels must be int8, got {lab.dtype}")
+    n = same_length(func, ts_ns=ts, power_w=power, labels=lab)
+    off = _check_csr(func, offsets, n)
+    check_sorted_runs(func, "ts_ns", ts, off)
+    n_gpus = off.size - 1
+    gp = float64_array(func, "gpu_params", gpu_params, ndim=2)
+    if gp.shape != (n_gpus, N_GPU_PARAMS):
+        raise SchemaError(f"{func}: gpu_params must have shape ({n_gpus}, {N_GPU_PARAMS}), got {gp.shape}")
+    bt = float64_array(func, "betas", betas, ndim=2)
+    if bt.shape[0] != n_gpus or bt.shape[1] < 1:
+        raise SchemaError(f"{func}: betas must have shape ({n_gpus}, n_labels + 1), got {bt.shape}")
+    if n and (lab.min() < -1 or lab.max() + 1 >= bt.shape[1]):
+        raise SchemaError(f"{func}: labels must lie in [-1, {bt.shape[1] - 2}] for betas of shape {bt.shape}")
+    if not (np.isfinite(gp[:, [G_IDLE_W, G_F0_MHZ, G_A, G_EXP]]).all() and (gp[:, G_F0_MHZ] > 0).all()
+            and (gp[:, G_EXP] > 0).all() and ((gp[:, G_A] >= 0) & (gp[:, G_A] <= 1)).all()):
+        raise ParameterError(f"{func}: idle, f0 > 0, 0 <= a <= 1 and g > 0 must be finite for every GPU")
+    caps = gp[:, G_CAP_W]
+    has_cap = np.isfinite(caps)
+    if (caps[has_cap] <= gp[has_cap, G_IDLE_W]).any():
+        raise ParameterError(f"{func}: every cap must lie above the GPU's idle power")
+    if (bt < 0).any() or not np.isfinite(bt).all():
+        raise ParameterError(f"{func}: betas must be finite and >= 0")
+    window = int_param(func, "window_ns", window_ns, minimum=1)
+    max_gap = int_param(func, "max_gap_ns", max_gap_ns, minimum=0)
+    hold = int_param(func, "hold_ns", hold_ns, minimum=0)
+    clk = np.empty(0, dtype=np.float32) if clock_mhz is None else float_array(func, "clock_mhz", clock_mhz)
+    if clk.size not in (0, n):
+        raise SchemaError(f"{func}: clock_mhz must have {n} values, got {clk.size}")
+    if rows is None:
+        rows = Rows(np.zeros(n_gpus + 1, dtype=np.int64), np.zeros((0, 3), dtype=np.int64), np.zeros((0, 4)))
+    rows = _check_rows(func, rows, off)
+    n_rows = rows.azn.shape[0]
+    win_off = window_offsets(ts, off, window)
+    out_power = _buffer(func, "out_power", out_power, n, np.float32)
+    out_dur = _buffer(func, "out_dur", out_dur, n, np.float64)
+    out_mult = _buffer(func, "out_mult", out_mult, n, np.float64) if n_rows else np.empty(0, dtype=np.float64)
+    out_win = np.full((int(win_off[-1]), N_WINDOW_COLUMNS), np.nan)
+    phase_ns = np.zeros((n_gpus, bt.shape[1], 2))
+    row_w = np.zeros((n_rows, 6))
+    row_out = np.zeros((n_rows, 2))
+    row_out[:, RO_M] = 1.0
+    iparams = np.array([window, max_gap, hold], dtype=np.int64)
+
+    def run(lo: int, hi: int) -> None:
+        _clock_windows_kernel(ts, power, lab, clk, off, gp, bt, iparams, win_off, rows.offsets, rows.azn,
+                              rows.params, row_w, lo, hi, out_power, out_dur, out_mult, out_win, phase_ns, row_out)
+
+    _run_ranges(run, off, workers)
+    return ClockWindows(out_power, out_dur, out_mult, out_win, win_off, phase_ns, row_out)
+
+
+# --------------------------------------------------------------------------- row sums
+
+
+@kernel
+def _row_tails_kernel(ts_ns, offsets, gpu_of_row, azn, max_gap_ns, hold_ns, out):
+    for r in range(azn.shape[0]):
+        b = offsets[gpu_of_row[r] + 1]
+        tc = 0.0
+        tg = 0.0
+        for k in range(azn[r, R_Z], azn[r, R_N]):
+            c, ok, gap = _covered(ts_ns, k, b, max_gap_ns, hold_ns)
+            tc += c
+            tg += gap
+        out[r, 0] = tc
+        out[r, 1] = tg
+
+
+def row_tails(ts_ns: NDArray[np.int64], offsets: NDArray[np.int64], rows_offsets: NDArray[np.int64],
+              azn: NDArray[np.int64], *, max_gap_ns: int, hold_ns: int) -> NDArray[np.float64]:
+    """Per row: covered time and gap remainders of its wait ``[z, n)`` (ns)."""
+    func = "row_tails"
+    ts = ts_array(func, "ts_ns", ts_ns, check_sorted=False)
+    off = _check_csr(func, offsets, len(ts))
+    azn = np.ascontiguousarray(azn, dtype=np.int64)
+    roff = _check_csr(func, rows_offsets, azn.shape[0], "rows_offsets")
+    gpu = np.repeat(np.arange(off.size - 1), np.diff(roff)).astype(np.int64)
+    out = np.zeros((azn.shape[0], 2))
+    _row_tails_kernel(ts, off, gpu, azn, int_param(func, "max_gap_ns", max_gap_ns, minimum=0),
+                      int_param(func, "hold_ns", hold_ns, minimum=0), out)
+    return out
+
+
+# --------------------------------------------------------------------------- time axis
+
+
+@kernel
+def _timeline_kernel(ts_ns, offsets, dur, mult, shift_ns, iparams, g_lo, g_hi, out_tau, out_ts):
+    max_gap_ns = iparams[0]
+    hold_ns = iparams[1]
+    has_mult = mult.shape[0] > 0
+    want_tau = out_tau.shape[0] > 0
+    want_ts = out_ts.shape[0] > 0
+    for g in range(g_lo, g_hi):
+        a = offsets[g]
+        b = offsets[g + 1]
+        if b <= a:
+            continue
+        t0 = ts_ns[a] + shift_ns[g]
+        acc = 0.0
+        if want_tau:
+            out_tau[a] = 0.0
+        if want_ts:
+            out_ts[a] = t0
+        for k in range(a, b - 1):
+            d = ts_ns[k + 1] - ts_ns[k]
+            step = dur[k] * mult[k] if has_mult else dur[k]
+            if d > max_gap_ns and d > hold_ns:
+                step += float(d - hold_ns)
+            acc += step
+            if want_tau:
+                out_tau[k + 1] = acc
+            if want_ts:
+                out_ts[k + 1] = t0 + np.int64(np.floor(acc + 0.5))
+
+
+def replayed_times(
+    ts_ns: NDArray[np.int64],
+    offsets: NDArray[np.int64],
+    dur_ns: NDArray[np.float64],
+    *,
+    max_gap_ns: int,
+    hold_ns: int,
+    mult: NDArray[np.float64] | None = None,
+    shift_ns: NDArray[np.int64] | None = None,
+    rounded: bool = True,
+    workers: int | None = None,
+    out: NDArray | None = None,
+) -> NDArray:
+    """The replayed time axis: each GPU starts at its first sample (plus ``shift_ns``),
+    and each sample is followed after its stretched covered time ``dur_ns * mult``
+    plus, before a gap, the unstretched rest of the gap.
+
+    Returns int64 ns rounded to the nearest ns (``rounded``; exactly the input times
+    where nothing is stretched), or float64 ns since each GPU's first sample; into
+    ``out`` when given.
+    """
+    func = "replayed_times"
+    ts = ts_array(func, "ts_ns", ts_ns, check_sorted=False)
+    dur = float64_array(func, "dur_ns", dur_ns)
+    n = same_length(func, ts_ns=ts, dur_ns=dur)
+    off = _check_csr(func, offsets, n)
+    m = np.empty(0) if mult is None else float64_array(func, "mult", mult)
+    if m.size not in (0, n):
+        raise SchemaError(f"{func}: mult must have {n} values, got {m.size}")
+    shift = np.zeros(off.size - 1, dtype=np.int64) if shift_ns is None else int_array(func, "shift_ns", shift_ns)
+    if shift.size != off.size - 1:
+        raise SchemaError(f"{func}: shift_ns must have one value per GPU ({off.size - 1})")
+    iparams = np.array([int_param(func, "max_gap_ns", max_gap_ns, minimum=0),
+                        int_param(func, "hold_ns", hold_ns, minimum=0)], dtype=np.int64)
+    if rounded:
+        out_tau = np.empty(0, dtype=np.float64)
+        out_ts = _buffer(func, "out", out, n, np.int64)
+    else:
+        out_tau = _buffer(func, "out", out, n, np.float64)
+        out_ts = np.empty(0, dtype=np.int64)
+
+    def run(lo: int, hi: int) -> None:
+        _timeline_kernel(ts, off, dur, m, shift, iparams, lo, hi, out_tau, out_ts)
+
+    _run_ranges(run, off, workers)
+    return out_ts if rounded else out_tau
+
+
+# --------------------------------------------------------------------------- window means
+
+
+@kernel
+def _window_means_kernel(ts_ns, power_w, dur, mult, offsets, window_ns, win_offsets, g_lo, g_hi, out_mean):
+    has_mult = mult.shape[0] > 0
+    for g in range(g_lo, g_hi):
+        a = offsets[g]
+        b = offsets[g + 1]
+        if b <= a:
+            continue
+        w_first = ts_ns[a] // window_ns
+        slot0 = win_offsets[g]
+        i = a
+        while i < b:
+            wid = ts_ns[i] // window_ns
+            e = 0.0
+            t = 0.0
+            j = i
+            while j < b and ts_ns[j] // window_ns == wid:
+                p = power_w[j]
+                if not np.isnan(p):
+                    d = dur[j] * mult[j] if has_mult else dur[j]
+                    e += p * d
+                    t += d
+                j += 1
+            out_mean[slot0 + (wid - w_first)] = e / t if t > 0.0 else np.nan
+            i = j
+
+
+def window_means(
+    ts_ns: NDArray[np.int64],
+    power_w: NDArray[np.floating],
+    dur_ns: NDArray[np.float64],
+    offsets: NDArray[np.int64],
+    *,
+    window_ns: int,
+    mult: NDArray[np.float64] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Mean power of each controller window's replayed image.
+
+    Windows are formed on the original times ``ts_ns``; each non-NaN sample weighs its
+    replayed covered time ``dur_ns * mult``.  Returns (means, CSR window offsets);
+    windows without samples are NaN.
+    """
+    func = "window_means"
+    ts = ts_array(func, "ts_ns", ts_ns, check_sorted=False)
+    power = float_array(func, "power_w", power_w)
+    dur = float64_array(func, "dur_ns", dur_ns)
+    n = same_length(func, ts_ns=ts, power_w=power, dur_ns=dur)
+    off = _check_csr(func, offsets, n)
+    window = int_param(func, "window_ns", window_ns, minimum=1)
+    m = np.empty(0) if mult is None else float64_array(func, "mult", mult)
+    if m.size not in (0, n):
+        raise SchemaError(f"{func}: mult must have {n} values, got {m.size}")
+    win_off = window_offsets(ts, off, window)
+    out = np.full(int(win_off[-1]), np.nan)
+
+    def run(lo: int, hi: int) -> None:
+        _window_means_kernel(ts, power, dur, m, off, window, win_off, lo, hi, out)
+
+    _run_ranges(run, off, None)
+    return out, win_off
+
+
+# --------------------------------------------------------------------------- energy
+
+
+@kernel
+def _zoh_energy_kernel(ts_ns, power_w, offsets, max_gap_ns, hold_ns, out_j, out_s):
+    for g in range(offsets.shape[0] - 1):
+        b = offsets[g + 1]
+        e = 0.0
+        t = 0.0
+        for k in range(offsets[g], b):
+            p = power_w[k]
+            if np.isnan(p):
+                continue
+            c, ok, gap = _covered(ts_ns, k, b, max_gap_ns, hold_ns)
+            e += p * (c * 1e-9)
+            t += c * 1e-9
+        out_j[g] = e
+        out_s[g] = t
+
+
+def zoh_energy(
+    ts_ns: NDArray[np.int64], power_w: NDArray[np.floating], offsets: NDArray[np.int64], *,
+    max_gap_ns: int, hold_ns: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Energy (J) and covered time (s) per GPU of the zero-order-hold signal (the
+    integral that :mod:`tracekit.kernels.grid` conserves)."""
+    func = "zoh_energy"
+    ts = ts_array(func, "ts_ns", ts_ns, check_sorted=False)
+    power = float_array(func, "power_w", power_w)
+    n = same_length(func, ts_ns=ts, power_w=power)
+    off = _check_csr(func, offsets, n)
+    out_j = np.zeros(off.size - 1)
+    out_s = np.zeros(off.size - 1)
+    _zoh_energy_kernel(ts, power, off, int_param(func, "max_gap_ns", max_gap_ns, minimum=0),
+                       int_param(func, "hold_ns", hold_ns, minimum=0), out_j, out_s)
+    return out_j, out_s
+
+
+# --------------------------------------------------------------------------- smoothing
+
+
+@kernel
+def _smooth_kernel(ts_ns, power_w, offsets, floor_w, up_w_per_s, down_w_per_s, g_lo, g_hi, out):
+    for g in range(g_lo, g_hi):
+        a = offsets[g]
+        b = offsets[g + 1]
+        if b <= a:
+            continue
+        fl = floor_w[g]
+        up = up_w_per_s[g]
+        down = down_w_per_s[g]
+        # forward: floor and the ramp-down limit (power falls at most `down` W/s)
+        prev = np.nan
+        prev_t = 0
+        for k in range(a, b):
+            p = power_w[k]
+            if np.isnan(p):
+                out[k] = p
+                continue
+            v = p if p > fl else fl
+            if not np.isnan(prev) and np.isfinite(down):
+                lim = prev - down * ((ts_ns[k] - prev_t) * 1e-9)
+                if lim > v:
+                    v = lim
+            out[k] = v
+            prev = v
+            prev_t = ts_ns[k]
+        # backward: the ramp-up limit (power rises at most `up` W/s, so it starts early)
+        if np.isfinite(up):
+            nxt = np.nan
+            nxt_t = 0
+            for k in range(b - 1, a - 1, -1):
+                v = out[k]
+                if np.isnan(v):
+                    continue
+                if not np.isnan(nxt):
+                    lim = nxt - up * ((nxt_t - ts_ns[k]) * 1e-9)
+                    if lim > v:
+                        v = lim
+                        out[k] = v
+                nxt = v
+                nxt_t = ts_ns[k]
+
+
+def smooth_power(
+    ts_ns: NDArray[np.int64],
+    power_w: NDArray[np.floating],
+    offsets: NDArray[np.int64],
+    *,
+    floor_w: NDArray[np.float64],
+    up_w_per_s: NDArray[np.float64],
+    down_w_per_s: NDArray[np.float64],
+    workers: int | None = None,
+) -> NDArray[np.float32]:
+    """GPU power smoothing: the least signal at or above both the power and the floor
+    whose sample-to-sample rise is at most ``up_w_per_s`` and fall at most
+    ``down_w_per_s`` (W per second of the interval).  The GPU burns the difference, so
+    no phase is delayed.  ``inf`` turns a limit off; NaN samples stay NaN and are
+    skipped (the limit spans the time across them).
+
+    Parameters are per GPU (shape (n_gpus,)).  Returns float32 power.
+    """
+    func = "smooth_power"
+    ts = ts_array(func, "ts_ns", ts_ns, check_sorted=False)
+    power = float_array(func, "power_w", power_w)
+    n = same_length(func, ts_ns=ts, power_w=power)
+    off = _check_csr(func, offsets, n)
+    check_sorted_runs(func, "ts_ns", ts, off)
+    n_gpus = off.size - 1
+    fl = float64_array(func, "floor_w", floor_w)
+    up = float64_array(func, "up_w_per_s", up_w_per_s)
+    down = float64_array(func, "down_w_per_s", down_w_per_s)
+    for name, arr in (("floor_w", fl), ("up_w_per_s", up), ("down_w_per_s", down)):
+        if arr.size != n_gpus:
+            raise SchemaError(f"{func}: {name} must have one value per GPU ({n_gpus}), got {arr.size}")
+    if (~np.isfinite(fl)).any() or (fl < 0).any() or (up <= 0).any() or (down <= 0).any() or \
+            np.isnan(up).any() or np.isnan(down).any():
+        raise ParameterError(f"{func}: floor_w must be finite and >= 0, ramp limits > 0 (inf = off)")
+    out = np.empty(n, dtype=np.float64)
+
+    def run(lo: int, hi: int) -> None:
+        _smooth_kernel(ts, power, off, fl, up, down, lo, hi, out)
+
+    _run_ranges(run, off, workers)
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@kernel
+def _storage_kernel(power_w, target_w, step_s, energy_j, power_max_w, efficiency, soc0, out_grid, out_soc):
+    soc = soc0 * energy_j
+    for c in range(power_w.shape[0]):
+        p = power_w[c]
+        t = target_w[c]
+        if np.isnan(p):
+            out_grid[c] = p
+            out_soc[c] = soc / energy_j
+            continue
+        want = p - t if not np.isnan(t) else 0.0
+        bat = want
+        if bat > power_max_w:
+            bat = power_max_w
+        if bat < -power_max_w:
+            bat = -power_max_w
+        if bat > 0.0:
+            avail = soc / step_s
+            if bat > avail:
+                bat = avail
+            soc -= bat * step_s
+        elif bat < 0.0:
+            room = (energy_j - soc) / (step_s * efficiency)
+            if -bat > room:
+                bat = -room
+            soc += -bat * step_s * efficiency
+        if soc < 0.0:
+            soc = 0.0
+        if soc > energy_j:
+            soc = energy_j
+        out_grid[c] = p - bat
+        out_soc[c] = soc / energy_j
+
+
+def storage_dispatch(
+    power_w: NDArray[np.floating],
+    target_w: NDArray[np.floating],
+    *,
+    step_s: float,
+    energy_j: float,
+    power_max_w: float,
+    efficiency: float = 1.0,
+    soc0: float = 0.5,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """A battery between a rack and the grid, shaving the rack draw toward ``target_w``.
+
+    Each grid cell the battery delivers ``b = clip(power - target, -power_max_w,
+    power_max_w)``, limited by its state of charge (never below empty or above full);
+    discharging ``b > 0`` removes ``b * step_s`` J, charging stores ``efficiency`` of
+    what it draws.  The grid sees ``power - b``.
+
+    Returns
+    -------
+    grid_w, soc : ndarray of float64, shape (n_cells,)
+        Grid draw (W; NaN where the rack power is missing) and state of charge (0..1)
+        at the end of each cell.
+    """
+    func = "storage_dispatch"
+    p = float64_array(func, "power_w", power_w)
+    t = float64_array(func, "target_w", target_w)
+    same_length(func, power_w=p, target_w=t)
+    for name, v in (("step_s", step_s), ("energy_j", energy_j), ("power_max_w", power_max_w)):
+        if not (np.isfinite(v) and v > 0):
+            raise ParameterError(f"{func}: {name} must be > 0, got {v}")
+    if not 0 < efficiency <= 1:
+        raise ParameterError(f"{func}: efficiency must be in (0, 1], got {efficiency}")
+    if not 0 <= soc0 <= 1:
+        raise ParameterError(f"{func}: soc0 must be in [0, 1], got {soc0}")
+    grid = np.empty(len(p))
+    soc = np.empty(len(p))
+    _storage_kernel(p, t, float(step_s), float(energy_j), float(power_max_w), float(efficiency), float(soc0),
+                    grid, soc)
+    return grid, soc
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+@kernel
+def _fill_ranges_kernel(out, starts, ends, values):
+    for r in range(starts.shape[0]):
+        v = values[r]
+        for k in range(starts[r], ends[r]):
+            out[k] = v
+
+
+def fill_ranges(out: NDArray[np.float64], starts: NDArray[np.int64], ends: NDArray[np.int64],
+                values: NDArray[np.float64]) -> None:
+    """``out[starts[r]:ends[r]] = values[r]`` for every range ``r`` (in place)."""
+    func = "fill_ranges"
+    s = int_array(func, "starts", starts)
+    e = int_array(func, "ends", ends)
+    v = float64_array(func, "values", values)
+    same_length(func, starts=s, ends=e, values=v)
+    if len(s) and (s.min() < 0 or e.max() > len(out) or (e < s).any()):
+        raise SchemaError(f"{func}: ranges must lie within [0, {len(out)}] with start <= end")
+    _fill_ranges_kernel(out, s, e, v)
