@@ -634,6 +634,9 @@ def test_sniff_rejects_other_formats(tmp_path):
     assert not nvsmi.sniff('{"0": [[1.0, 2.0]]}', p)
     assert nvsmi.sniff("timestamp, index, power.draw.instant [W]\n", p)
     assert nvsmi.sniff("timestamp,utilization.gpu [%],memory.used [MiB]\n", p)
+    # same column names, epoch timestamps: a generic CSV, not nvidia-smi's
+    assert not nvsmi.sniff("timestamp,power.draw\n1784416187.46,85.5\n1784416187.71,90.1\n", p)
+    assert nvsmi.sniff("timestamp,power.draw\n\n2026/07/18 16:09:47.503,85.5\n", p)
 
 
 @settings(max_examples=50, deadline=None)

@@ -167,20 +167,27 @@ def sniff(head: str, path: Path) -> bool:
     -------
     bool
         A header naming a power field (``power.draw [W]``, ``power.draw.instant``,
-        ``power.draw.average``) or ``timestamp`` with another nvidia-smi field; the
-        header may use a wrong delimiter (``;``, tab) so that :func:`read` can say so.
-        Also ``noheader`` files whose first row is ``<timestamp>, ..., <number> W, ...``.
+        ``power.draw.average``) or ``timestamp`` with another nvidia-smi field, whose
+        first rows (if any) carry nvidia-smi timestamps (``2025/07/26 23:32:09.703``);
+        the header may use a wrong delimiter (``;``, tab) so that :func:`read` can say
+        so.  Also ``noheader`` files whose first row is
+        ``<timestamp>, ..., <number> W, ...``.
     """
-    lines = _first_lines(head, 1)
+    lines = _first_lines(head, 6)
     if not lines:
         return False
     first = lines[0].lstrip("\ufeff")
     if _is_noheader_row(first):
         return True
-    names = {n for n, _ in _split_header(re.sub(r"[;\t]", ",", first))}
-    if names & set(POWER_FIELDS):
+    names = [n for n, _ in _split_header(re.sub(r"[;\t]", ",", first))]
+    if not (set(names) & set(POWER_FIELDS)) and not ("timestamp" in names and len(set(names) & KNOWN_FIELDS) >= 2):
+        return False
+    # a generic CSV may name its columns alike: nvidia-smi's rows carry its timestamps
+    rows = [re.split(r"[,;\t]", line) for line in lines[1:]]
+    if "timestamp" not in names or not rows:
         return True
-    return "timestamp" in names and len(names & KNOWN_FIELDS) >= 2
+    i = names.index("timestamp")
+    return any(len(r) > i and _TS_START.match(r[i]) for r in rows)
 
 
 # -- header ------------------------------------------------------------------------------
