@@ -345,42 +345,59 @@ def read_dataset_samples(path: Path | str, columns: list[str] | None = None) -> 
     return df.with_columns([pl.col(c).cast(SAMPLE_COLUMNS[c]) for c in wanted if c in SAMPLE_COLUMNS])
 
 
-def _column_numpy(table: pa.Table, name: str, dtype) -> np.ndarray:
+def _copy_column(table: pa.Table, name: str, out: np.ndarray, pos: int, path: Path) -> int:
+    """Copy a non-null numeric/timestamp column into ``out[pos:]``; returns rows copied."""
     col = table.column(name)
     if col.null_count:
-        raise InputError(f"column {name} has {col.null_count} null value(s); canonical datasets have none")
-    parts = [c.to_numpy(zero_copy_only=False) for c in col.chunks]
-    arr = np.concatenate(parts) if len(parts) != 1 else parts[0]
-    if arr.dtype.kind == "M":
-        arr = arr.astype("datetime64[ns]").view(np.int64)
-    return np.ascontiguousarray(arr, dtype=dtype)
+        raise InputError(f"column {name} has {col.null_count} null value(s); canonical datasets have none",
+                         path=str(path))
+    for chunk in col.chunks:
+        if pa.types.is_timestamp(chunk.type):
+            if chunk.type.unit != "ns":
+                chunk = chunk.cast(pa.timestamp("ns", tz=chunk.type.tz))
+            chunk = chunk.view(pa.int64())
+        values = chunk.to_numpy(zero_copy_only=False)
+        n = len(values)
+        if pos + n > len(out):
+            raise InputError("the files hold more rows than manifest.json says", path=str(path))
+        out[pos: pos + n] = values
+        pos += n
+    return pos
 
 
 def read_dataset_arrays(path: Path | str):
     """(gpus, offsets, ts_ns, power_w, manifest) of a dataset, read with pyarrow
-    straight into NumPy.  With ``gpu_rows`` in the manifest the ``gpu`` column is not
+    straight into preallocated NumPy arrays (one copy; Arrow's buffers are released
+    after each file).  With ``gpu_rows`` in the manifest the ``gpu`` column is not
     decoded at all (the CSR offsets come from the manifest)."""
     manifest = read_manifest(path)
     files = dataset_files(path)
     gpu_rows = manifest.get("gpu_rows")
     columns = ["ts", "power_w"] if gpu_rows else ["gpu", "ts", "power_w"]
-    ts_parts, power_parts, gpu_parts = [], [], []
+    n_rows = int(manifest.get("rows") or sum(int(f["rows"]) for f in manifest["files"]))
+    ts = np.empty(n_rows, dtype=np.int64)
+    power = np.empty(n_rows, dtype=np.float32)
+    gpu_parts = []
+    pos = 0
     for f in files:
         try:
             table = pq.read_table(f, columns=columns)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
-        ts_parts.append(_column_numpy(table, "ts", np.int64))
-        power_parts.append(_column_numpy(table, "power_w", np.float32))
+        end = _copy_column(table, "ts", ts, pos, f)
+        _copy_column(table, "power_w", power, pos, f)
+        pos = end
         if not gpu_rows:
             gpu_parts.append(table.column("gpu").cast(pa.string()))
-    ts = np.concatenate(ts_parts) if len(ts_parts) != 1 else ts_parts[0]
-    power = np.concatenate(power_parts) if len(power_parts) != 1 else power_parts[0]
+        del table
+    pa.default_memory_pool().release_unused()
+    if pos != n_rows:
+        raise InputError(f"manifest.json counts {n_rows} rows but the files hold {pos}", path=str(path))
     if gpu_rows:
         gpus = [g for g, _ in gpu_rows]
         counts = np.array([n for _, n in gpu_rows], dtype=np.int64)
-        if counts.sum() != len(ts):
-            raise InputError(f"manifest.json counts {counts.sum()} rows but the files hold {len(ts)}", path=str(path))
+        if counts.sum() != n_rows:
+            raise InputError(f"manifest.json gpu_rows add up to {counts.sum()}, not {n_rows}", path=str(path))
     else:
         names = pl.from_arrow(pa.chunked_array([c for part in gpu_parts for c in part.chunks], type=pa.string()))
         runs = pl.DataFrame({"gpu": names}).group_by("gpu", maintain_order=True).len()
