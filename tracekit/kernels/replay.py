@@ -66,8 +66,8 @@ G_IDLE_W, G_CAP_W, G_LOCK_MHZ, G_F0_MHZ, G_A, G_EXP = range(6)
 N_GPU_PARAMS = 6
 
 # Columns of the per-window output (float64, shape (n_windows, N_WINDOW_COLUMNS)).
-W_X, W_F0_MHZ, W_COVERED_NS, W_FIRST = range(4)
-N_WINDOW_COLUMNS = 4
+W_X, W_F0_MHZ, W_COVERED_NS, W_FIRST, W_MEAN_W = range(5)
+N_WINDOW_COLUMNS = 5
 
 # Columns of the row arrays: int64 (a, z, n); float64 inputs (avail, el, tail_c, gap);
 # float64 outputs (e', m); float64 scratch (E, C0, C1, TB, TQ, TD).
@@ -181,10 +181,11 @@ def _solve_clock(hi, f_hi, cap, a, g, sums, rows_f, row_w, r_first, r_last):
 @kernel
 def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, betas, iparams, win_offsets,
                           row_offsets, rows_i, rows_f, row_w, g_lo, g_hi,
-                          out_power, out_dur, out_mult, out_win, phase_ns, row_out):
+                          out_power, out_ts, out_win, phase_ns, row_out):
     window_ns = iparams[0]
     max_gap_ns = iparams[1]
     hold_ns = iparams[2]
+    write = iparams[3] != 0
     has_clock = clock_mhz.shape[0] > 0
     has_rows = rows_i.shape[0] > 0
     sums = np.zeros(6)
@@ -210,6 +211,8 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
         w_first = ts_ns[a0] // window_ns
         slot0 = win_offsets[g]
         rp = r_lo
+        t0 = ts_ns[a0]
+        acc = 0.0
         i = a0
         while i < b:
             wid = ts_ns[i] // window_ns
@@ -282,11 +285,15 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
             out_win[slot, W_F0_MHZ] = f0w
             out_win[slot, W_COVERED_NS] = s_c
             out_win[slot, W_FIRST] = i
-            # pass 2: replayed power, stretched covered time, wait multipliers
+            # pass 2: replayed power, replayed times, the window's replayed mean
             r_clk = _ratio(x, ca, ge)
             y = 1.0 / x - 1.0
             rp = rp0
-            for k in range(i, j):
+            e_w = 0.0
+            t_w = 0.0
+            m_row = -1
+            m_val = 1.0
+            for k in range(i, j if write else i):
                 c, ok, gap = _covered(ts_ns, k, b, max_gap_ns, hold_ns)
                 role = 0
                 r = -1
@@ -301,11 +308,21 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
                 s = 1.0
                 if ok and role != 2 and x != 1.0 and not np.isnan(p):
                     s = 1.0 + betas[g, lab] * y
-                out_dur[k] = c * s
-                if has_rows:
-                    out_mult[k] = _row_m(r, y, rows_f, row_w) if role == 2 else 1.0
+                d = c * s
                 phase_ns[g, lab, 0] += c
-                phase_ns[g, lab, 1] += c * s
+                phase_ns[g, lab, 1] += d
+                if role == 2:
+                    if r != m_row:
+                        m_row = r
+                        m_val = _row_m(r, y, rows_f, row_w)
+                    d = c * m_val
+                if not np.isnan(p):
+                    e_w += np.float64(out_power[k]) * d
+                    t_w += d
+                out_ts[k] = t0 + np.int64(acc + 0.5)  # acc >= 0: truncation rounds
+                acc += d + gap
+            if write:
+                out_win[slot, W_MEAN_W] = e_w / t_w if t_w > 0.0 else np.nan
             # the window's compute joins its rows' replayed compute time
             for q in range(r_first, r_last + 1):
                 if row_w[q, _RW_TD] > 0.0 or rows_f[q, RF_TAIL_C] <= 0.0:
@@ -327,14 +344,15 @@ class ClockWindows(NamedTuple):
     ----------
     power_w : ndarray of float32, shape (n,)
         Replayed power per sample (bitwise the input where the window's ``x`` is 1).
-    dur_ns : ndarray of float64, shape (n,)
-        Stretched covered time per sample, ns (``c_k * s_k``; waits unstretched).
-    mult : ndarray of float64, shape (n,) or (0,)
-        Wait multiplier per sample (1 outside waits); empty without rows.
-    windows : ndarray of float64, shape (n_windows, 4)
+    ts_ns : ndarray of int64, shape (n,)
+        Replayed sample times: each GPU starts at its first sample, and each sample
+        lasts its replayed covered time (``c * s``, a wait ``c * m``) plus its gap
+        remainder, rounded to the ns (bitwise the input where nothing stretched).
+    windows : ndarray of float64, shape (n_windows, 5)
         Per controller window (CSR by ``win_offsets``): clock ratio ``x`` (NaN for a
         window without samples), reference clock ``f0`` (MHz), original covered time
-        (ns) and index of its first sample.
+        (ns), index of its first sample, and mean replayed power of its replayed
+        image (W, from the float32 replayed power).
     win_offsets : ndarray of int64, shape (n_gpus + 1,)
         GPU ``g``'s windows are rows ``[win_offsets[g], win_offsets[g+1])``.
     phase_ns : ndarray of float64, shape (n_gpus, n_labels + 1, 2)
@@ -345,8 +363,7 @@ class ClockWindows(NamedTuple):
     """
 
     power_w: NDArray[np.float32]
-    dur_ns: NDArray[np.float64]
-    mult: NDArray[np.float64]
+    ts_ns: NDArray[np.int64]
     windows: NDArray[np.float64]
     win_offsets: NDArray[np.int64]
     phase_ns: NDArray[np.float64]
@@ -448,12 +465,13 @@ def clock_windows(
     rows: Rows | None = None,
     workers: int | None = None,
     out_power: NDArray[np.float32] | None = None,
-    out_dur: NDArray[np.float64] | None = None,
-    out_mult: NDArray[np.float64] | None = None,
+    out_ts: NDArray[np.int64] | None = None,
+    write: bool = True,
+    check_sorted: bool = True,
 ) -> ClockWindows:
     """Clock ratio per controller window under a lock and/or cap, with synchronous
-    waits solved in the same pass; replayed power, stretched covered time and wait
-    multiplier per sample (rules in the module docstring).
+    waits solved in the same pass; replayed power and time of every sample (rules in
+    the module docstring).
 
     Parameters
     ----------
@@ -479,10 +497,16 @@ def clock_windows(
         Synchronous waits; none without.
     workers : int, optional
         Threads (GPU ranges balanced by sample count); default all cores.
-    out_power, out_dur, out_mult : ndarray, optional
-        Buffers (float32 / float64 / float64, shape (n,)) to write into instead of new
-        arrays (repeated calls on large traces then skip the page faults of fresh
-        memory).
+    out_power, out_ts : ndarray, optional
+        Buffers (float32 / int64, shape (n,)) to write into instead of new arrays
+        (repeated calls on large traces then skip the page faults of fresh memory).
+    write : bool
+        False solves clocks and waits only (windows, phase times and rows are
+        filled; ``power_w`` and ``ts_ns`` are empty and the window means NaN): about
+        half the work, for the rounds of synchronous training.
+    check_sorted : bool
+        Check that times are sorted within each GPU (skip only for arrays already
+        checked, e.g. the same trace again).
 
     Returns
     -------
@@ -496,7 +520,8 @@ def clock_windows(
         raise SchemaError(f"{func}: labels must be int8, got {lab.dtype}")
     n = same_length(func, ts_ns=ts, power_w=power, labels=lab)
     off = _check_csr(func, offsets, n)
-    check_sorted_runs(func, "ts_ns", ts, off)
+    if check_sorted:
+        check_sorted_runs(func, "ts_ns", ts, off)
     n_gpus = off.size - 1
     gp = float64_array(func, "gpu_params", gpu_params, ndim=2)
     if gp.shape != (n_gpus, N_GPU_PARAMS):
@@ -526,22 +551,25 @@ def clock_windows(
     rows = _check_rows(func, rows, off)
     n_rows = rows.azn.shape[0]
     win_off = window_offsets(ts, off, window)
-    out_power = _buffer(func, "out_power", out_power, n, np.float32)
-    out_dur = _buffer(func, "out_dur", out_dur, n, np.float64)
-    out_mult = _buffer(func, "out_mult", out_mult, n, np.float64) if n_rows else np.empty(0, dtype=np.float64)
+    if write:
+        out_power = _buffer(func, "out_power", out_power, n, np.float32)
+        out_ts = _buffer(func, "out_ts", out_ts, n, np.int64)
+    else:
+        out_power = np.empty(0, dtype=np.float32)
+        out_ts = np.empty(0, dtype=np.int64)
     out_win = np.full((int(win_off[-1]), N_WINDOW_COLUMNS), np.nan)
     phase_ns = np.zeros((n_gpus, bt.shape[1], 2))
     row_w = np.zeros((n_rows, 6))
     row_out = np.zeros((n_rows, 2))
     row_out[:, RO_M] = 1.0
-    iparams = np.array([window, max_gap, hold], dtype=np.int64)
+    iparams = np.array([window, max_gap, hold, int(bool(write))], dtype=np.int64)
 
     def run(lo: int, hi: int) -> None:
         _clock_windows_kernel(ts, power, lab, clk, off, gp, bt, iparams, win_off, rows.offsets, rows.azn,
-                              rows.params, row_w, lo, hi, out_power, out_dur, out_mult, out_win, phase_ns, row_out)
+                              rows.params, row_w, lo, hi, out_power, out_ts, out_win, phase_ns, row_out)
 
     _run_ranges(run, off, workers)
-    return ClockWindows(out_power, out_dur, out_mult, out_win, win_off, phase_ns, row_out)
+    return ClockWindows(out_power, out_ts, out_win, win_off, phase_ns, row_out)
 
 
 # --------------------------------------------------------------------------- row sums

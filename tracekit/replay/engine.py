@@ -54,8 +54,9 @@ DEFAULT_WINDOWS_S = (0.1, 1.0, 2.0, 5.0, 60.0)
 FULL_COVERAGE = 0.999
 #: Relative tolerance of the cap over the controller window (float32 power output).
 CAP_RTOL = 1e-6
-#: Synchronous iterations have settled when no extra iteration length moves by more (ns).
-SYNC_TOL_NS = 1.0
+#: Synchronous iterations have settled when no extra iteration length moves by more
+#: than this share of the sampling period (times finer than a sample mean nothing).
+SYNC_TOL = 0.1
 
 Sync = Literal["auto", "on", "off"]
 
@@ -490,16 +491,13 @@ def _extra_length(it: Iterations, e_new: np.ndarray) -> tuple[np.ndarray, np.nda
     return new_end - it.base_end_ns, crit
 
 
-def _clock_excess(ctx: Context, res: Resolved, power_w: np.ndarray, dur_ns: np.ndarray,
-                  mult: np.ndarray | None, ws: Workspace | None = None) -> float:
-    """Largest (window mean - cap) over the capped GPUs' controller windows, W (a
-    relative slack of ``CAP_RTOL`` absorbs the float32 rounding of the power)."""
+def _clock_excess(res: Resolved, cw: K.ClockWindows) -> float:
+    """Largest (window mean - cap) over the capped GPUs' controller windows, W, less a
+    relative slack of ``CAP_RTOL`` for the float32 rounding of the power."""
     if not np.isfinite(res.cap_w).any():
         return 0.0
-    arrays = ctx.arrays
-    window_ns = int(round(ctx.options.cap_window_s * 1e9))
-    means, win_off = K.window_means(arrays.ts_ns, power_w, dur_ns, arrays.offsets, window_ns=window_ns, mult=mult)
-    caps = np.repeat(res.cap_w, np.diff(win_off))
+    means = cw.windows[:, K.W_MEAN_W]
+    caps = np.repeat(res.cap_w, np.diff(cw.win_offsets))
     ok = np.isfinite(means) & np.isfinite(caps)
     if not ok.any():
         return 0.0
@@ -523,7 +521,7 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
     does it.  With them each pass solves clocks and waits exactly for given extra
     iteration lengths and critical GPUs; the extra lengths then follow from the
     critical GPUs' replayed compute, and passes repeat until they no longer change
-    (within ``SYNC_TOL_NS``), usually two or three.
+    (by more than ``SYNC_TOL`` of the sampling period), usually two to five.
     """
     arrays = ctx.arrays
     if not res.clocks:
@@ -531,8 +529,8 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
     gp, betas = _gpu_params(ctx, res)
     window_ns = int(round(ctx.options.cap_window_s * 1e9))
     common = dict(window_ns=window_ns, max_gap_ns=ctx.max_gap_ns, hold_ns=ctx.hold_ns, clock_mhz=ctx.clock_mhz,
-                  workers=ctx.options.workers, out_dur=ws.get("dur", np.float64),
-                  out_power=None if keep else ws.get("power", np.float32))
+                  workers=ctx.options.workers, out_power=None if keep else ws.get("power", np.float32),
+                  out_ts=None if keep else ws.get("ts", np.int64))
     it = ctx.iterations
     if it is None:
         cw = K.clock_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas, **common)
@@ -544,29 +542,28 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
         for rounds in range(1, max(1, ctx.options.max_rounds) + 1):
             rows = K.Rows(it.offsets, it.azn, _row_params(it, d_len, crit))
             cw = K.clock_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas, rows=rows,
-                                 out_mult=ws.get("mult", np.float64), **common)
+                                 write=False, check_sorted=rounds == 1, **common)
             new_len, new_crit = _extra_length(it, cw.rows[:, K.RO_E])
             moved = float(np.abs(new_len - d_len).max())
-            done = np.array_equal(new_crit, crit) and moved <= SYNC_TOL_NS
+            done = np.array_equal(new_crit, crit) and moved <= SYNC_TOL * ctx.hold_ns
             d_len, crit = new_len, new_crit
             if done:
                 settled = True
                 break
+        rows = K.Rows(it.offsets, it.azn, _row_params(it, d_len, crit))
+        cw = K.clock_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas, rows=rows,
+                             check_sorted=False, **common)
         iteration_ns = it.period_ns + d_len[:it.count]
     x = cw.windows[:, K.W_X]
     if not (x[np.isfinite(x)] < 1.0).any():  # nothing lowered: the input, exactly
         return ClockReplay(arrays.power_w, arrays.ts_ns, cw, rounds, 0.0, None)
-    mult = cw.mult if it is not None else None
-    excess = max(_clock_excess(ctx, res, cw.power_w, cw.dur_ns, mult), 0.0)
+    excess = max(_clock_excess(res, cw), 0.0)
     if not settled:
         ctx.warnings.append(f"{res.policy.label()}: synchronous iterations did not settle in {rounds} passes; GPUs "
                             f"may be misaligned by up to {moved / 1e6:.3g} ms")
     if excess > 0:
         ctx.warnings.append(f"{res.policy.label()}: a controller window exceeds its cap by up to {excess:.3g} W")
-    ts_new = K.replayed_times(arrays.ts_ns, arrays.offsets, cw.dur_ns, max_gap_ns=ctx.max_gap_ns,
-                              hold_ns=ctx.hold_ns, mult=mult, workers=ctx.options.workers,
-                              out=None if keep else ws.get("ts", np.int64))
-    return ClockReplay(cw.power_w, ts_new, cw, rounds, excess, iteration_ns)
+    return ClockReplay(cw.power_w, cw.ts_ns, cw, rounds, excess, iteration_ns)
 
 
 # --------------------------------------------------------------------------- figures
