@@ -78,6 +78,20 @@ def aggregate(arrays: GpuArrays, grid: Grid, max_gap_s: float, *, level: str) ->
     return series[level]
 
 
+def _finest_rows(arrays: GpuArrays, levels) -> tuple[np.ndarray, int, dict]:
+    """Row of each GPU in the finest partition that nests every level (the distinct
+    combinations of the GPU's groups), and for each level the group of each row."""
+    groupings = {lv: arrays.groups(lv) for lv in levels}
+    keys = list(zip(*[groupings[lv][1] for lv in levels])) if levels else [()] * len(arrays.gpus)
+    index: dict = {}
+    row_of_gpu = np.array([index.setdefault(k, len(index)) for k in keys], dtype=np.int64)
+    group_of_row = {lv: np.zeros(len(index), dtype=np.int64) for lv in levels}
+    for k, r in index.items():
+        for j, lv in enumerate(levels):
+            group_of_row[lv][r] = k[j]
+    return row_of_gpu, len(index), group_of_row
+
+
 def aggregate_all(
     arrays: GpuArrays, grid: Grid, max_gap_s: float, *, levels=("cluster",), heatmap_columns: int = HEATMAP_COLUMNS
 ) -> tuple[dict[str, LevelSeries], dict[str, float], dict | None]:
@@ -85,48 +99,53 @@ def aggregate_all(
     (for coincidence factors and peak/TDP), and a per-GPU heatmap of at most
     ``heatmap_columns`` time bins (energy-weighted means).
 
-    GPUs are split into cost-balanced batches run on threads (kernels release the
-    GIL); each batch adds into its own accumulators, merged in batch order.
+    The fused kernel :func:`tracekit.kernels.grid.grid_cell_means` adds each GPU's
+    cell means into the rows of the finest partition nesting all levels; each level
+    is then a sum of rows.  GPUs are split into cost-balanced batches run on threads
+    (the kernel releases the GIL); batches are merged in order.
     """
     from tracekit.engine.local import map_ranges
+    from tracekit.kernels.grid import grid_cell_means
 
+    levels = tuple(levels)
     groupings = {lv: arrays.groups(lv) for lv in levels}
-    peaks: dict[str, float] = {}
-    heat = None
-    cols = per = pad = 0
+    row_of_gpu, n_rows, group_of_row = _finest_rows(arrays, levels)
+    tg = time_grid(grid.t0_ns, grid.step_ns, grid.n_cells)
+    per = 0
     if heatmap_columns:
         cols = min(heatmap_columns, grid.n_cells)
         per = int(np.ceil(grid.n_cells / cols))
-        cols = int(np.ceil(grid.n_cells / per))
-        pad = cols * per - grid.n_cells
-        heat = np.full((len(arrays.gpus), cols), np.nan)
 
     def batch(lo: int, hi: int):
-        power = {lv: np.zeros((len(g[0]), grid.n_cells)) for lv, g in groupings.items()}
-        gpu_time = {lv: np.zeros((len(g[0]), grid.n_cells)) for lv, g in groupings.items()}
-        for i in range(lo, hi):
-            energy, covered = gpu_cells(arrays, i, grid, max_gap_s)
-            ok = covered > 0
-            mean = np.zeros(grid.n_cells)
-            np.divide(energy, covered, out=mean, where=ok)
-            peaks[arrays.gpus[i]] = float(mean[ok].max()) if ok.any() else float("nan")
-            for lv, (_, group_of, _) in groupings.items():
-                g = group_of[i]
-                power[lv][g] += mean
-                gpu_time[lv][g] += covered
-            if heat is not None:
-                e = np.pad(energy, (0, pad)).reshape(cols, per).sum(axis=1)
-                c = np.pad(covered, (0, pad)).reshape(cols, per).sum(axis=1)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    heat[i] = np.where(c > 0, e / c, np.nan)
-        return power, gpu_time
+        s0, s1 = arrays.offsets[lo], arrays.offsets[hi]
+        return grid_cell_means(arrays.ts_ns[s0:s1], arrays.power_w[s0:s1], arrays.offsets[lo: hi + 1] - s0,
+                               row_of_gpu[lo:hi], tg, n_rows=n_rows, max_gap_ns=int(max_gap_s * 1e9),
+                               hold_ns=grid.hold_ns, heat_per=per)
 
     parts = map_ranges(batch, np.diff(arrays.offsets))
-    power, gpu_time = parts[0]
-    for p_more, t_more in parts[1:]:
-        for lv in groupings:
-            power[lv] += p_more[lv]
-            gpu_time[lv] += t_more[lv]
+    mean_sum = parts[0].mean_sum_w
+    time_sum = parts[0].gpu_time_s
+    for more in parts[1:]:
+        mean_sum += more.mean_sum_w
+        time_sum += more.gpu_time_s
+    peak_w = np.concatenate([p.peak_w for p in parts])
+    peaks = dict(zip(arrays.gpus, peak_w.tolist()))
+    heatmap = None
+    if per:
+        e = np.concatenate([p.heat_energy_j for p in parts])
+        c = np.concatenate([p.heat_covered_s for p in parts])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            heat = np.where(c > 0, e / c, np.nan)
+        t = grid.t0_ns + np.arange(heat.shape[1], dtype=np.int64) * per * grid.step_ns
+        heatmap = {"gpus": list(arrays.gpus), "t_ns": t, "power_w": heat}
+    power, gpu_time = {}, {}
+    for lv, (names, _, _) in groupings.items():
+        power[lv] = np.zeros((len(names), grid.n_cells))
+        gpu_time[lv] = np.zeros((len(names), grid.n_cells))
+        for r in range(n_rows):
+            g = group_of_row[lv][r]
+            power[lv][g] += mean_sum[r]
+            gpu_time[lv][g] += time_sum[r]
     series = {}
     for lv, (names, _, members) in groupings.items():
         sizes = np.array([len(m) for m in members], dtype=np.float64)[:, None]
@@ -134,8 +153,4 @@ def aggregate_all(
         p = power[lv]
         p[gpu_time[lv] <= 0] = np.nan
         series[lv] = LevelSeries(lv, names, members, p, coverage)
-    heatmap = None
-    if heat is not None:
-        t = grid.t0_ns + np.arange(heat.shape[1], dtype=np.int64) * per * grid.step_ns
-        heatmap = {"gpus": list(arrays.gpus), "t_ns": t, "power_w": heat}
     return series, peaks, heatmap

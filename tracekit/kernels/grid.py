@@ -458,3 +458,165 @@ class GridAccumulator:
             final=True,
         )
         return self.energy_j, self.covered_s
+
+
+@kernel
+def _cell_means_kernel(ts_ns, power_w, gpu_offsets, row_of_gpu, params, heat_per,
+                       mean_sum, gpu_time_s, peaks, heat_e, heat_c):
+    # The loop of _accumulate_grid_kernel (final chunk, no carry), but each GPU's
+    # finished cell is turned into its time-weighted mean at once and added into
+    # the GPU's row: no per-GPU arrays are ever materialised.  A GPU finishes each
+    # cell exactly once (cells only move forward), so the division is exact.
+    t0 = params[_P_T0]
+    step = params[_P_STEP]
+    n_cells = params[_P_N_CELLS]
+    max_gap = params[_P_MAX_GAP]
+    hold = params[_P_HOLD]
+    grid_end = t0 + step * n_cells
+    step_s = step * 1e-9
+    n_gpus = gpu_offsets.shape[0] - 1
+    for g in range(n_gpus):
+        row = row_of_gpu[g]
+        lo = gpu_offsets[g]
+        hi = gpu_offsets[g + 1]
+        peak = -np.inf
+        c = 0
+        cell_start = t0
+        acc_e = 0.0
+        acc_ns = 0
+        for k in range(lo, hi):
+            a = ts_ns[k]
+            p = np.float64(power_w[k])
+            if k + 1 < hi:
+                t_next = ts_ns[k + 1]
+                if t_next - a <= max_gap:
+                    b = t_next
+                else:
+                    b = a + hold
+                    if b > t_next:
+                        b = t_next
+            else:
+                b = a + hold
+            if np.isnan(p):
+                continue
+            if a < t0:
+                a = t0
+            if b > grid_end:
+                b = grid_end
+            if b <= a:
+                continue
+            cell_end = cell_start + step
+            if a >= cell_end:
+                if acc_ns > 0:
+                    m = acc_e / acc_ns
+                    mean_sum[row, c] += m
+                    gpu_time_s[row, c] += acc_ns * 1e-9
+                    if m > peak:
+                        peak = m
+                    if heat_per > 0:
+                        heat_e[g, c // heat_per] += acc_e * 1e-9
+                        heat_c[g, c // heat_per] += acc_ns * 1e-9
+                acc_e = 0.0
+                acc_ns = 0
+                if a - cell_end < step:
+                    c += 1
+                    cell_start = cell_end
+                else:
+                    c = (a - t0) // step
+                    cell_start = t0 + c * step
+                cell_end = cell_start + step
+            if b <= cell_end:
+                acc_e += p * (b - a)
+                acc_ns += b - a
+                continue
+            acc_e += p * (cell_end - a)
+            acc_ns += cell_end - a
+            m = acc_e / acc_ns
+            mean_sum[row, c] += m
+            gpu_time_s[row, c] += acc_ns * 1e-9
+            if m > peak:
+                peak = m
+            if heat_per > 0:
+                heat_e[g, c // heat_per] += acc_e * 1e-9
+                heat_c[g, c // heat_per] += acc_ns * 1e-9
+            c += 1
+            cell_start = cell_end
+            while b > cell_start + step:
+                mean_sum[row, c] += p
+                gpu_time_s[row, c] += step_s
+                if p > peak:
+                    peak = p
+                if heat_per > 0:
+                    heat_e[g, c // heat_per] += p * step_s
+                    heat_c[g, c // heat_per] += step_s
+                c += 1
+                cell_start += step
+            acc_e = p * (b - cell_start)
+            acc_ns = b - cell_start
+        if acc_ns > 0:
+            m = acc_e / acc_ns
+            mean_sum[row, c] += m
+            gpu_time_s[row, c] += acc_ns * 1e-9
+            if m > peak:
+                peak = m
+            if heat_per > 0:
+                heat_e[g, c // heat_per] += acc_e * 1e-9
+                heat_c[g, c // heat_per] += acc_ns * 1e-9
+        peaks[g] = peak if peak > -np.inf else np.nan
+
+
+class CellMeans(NamedTuple):
+    """Sums of per-GPU cell means on a grid (see :func:`grid_cell_means`)."""
+
+    mean_sum_w: NDArray[np.float64]
+    gpu_time_s: NDArray[np.float64]
+    peak_w: NDArray[np.float64]
+    heat_energy_j: NDArray[np.float64]
+    heat_covered_s: NDArray[np.float64]
+
+
+def grid_cell_means(
+    ts_ns: NDArray[np.int64],
+    power_w: NDArray[np.floating],
+    gpu_offsets: NDArray[np.integer],
+    row_of_gpu: NDArray[np.integer],
+    grid: TimeGrid,
+    *,
+    n_rows: int,
+    max_gap_ns: int,
+    hold_ns: int,
+    heat_per: int = 0,
+) -> CellMeans:
+    """Each GPU's time-weighted cell means on the grid, summed into rows.
+
+    For GPU ``g`` and cell ``c`` the mean is ``energy / covered`` of its ZOH signal
+    (the same intervals as :func:`accumulate_grid`); it is added into
+    ``mean_sum_w[row_of_gpu[g], c]`` and its covered seconds into
+    ``gpu_time_s[row, c]``.  Also returns each GPU's peak cell mean and, with
+    ``heat_per > 0``, its energy and covered time in bins of ``heat_per`` cells
+    (``heat_*`` shape ``(n_gpus, ceil(n_cells / heat_per))``).
+
+    This is the fused form of "accumulate each GPU, divide, add into its group":
+    the per-GPU cell arrays are never materialised.
+    """
+    func = "grid_cell_means"
+    grid = _grid_param(func, grid)
+    ts = ts_array(func, "ts_ns", ts_ns, check_sorted=False)
+    power = float_array(func, "power_w", power_w)
+    same_length(func, ts_ns=ts, power_w=power)
+    offsets = _check_offsets(func, gpu_offsets, len(ts))
+    check_sorted_runs(func, "ts_ns", ts, offsets)
+    n_gpus = len(offsets) - 1
+    n_rows = int_param(func, "n_rows", n_rows, minimum=1)
+    rows = _check_groups(func, row_of_gpu, n_gpus, n_rows)
+    max_gap, hold = _hold_params(func, max_gap_ns, hold_ns)
+    heat_per = int_param(func, "heat_per", heat_per, minimum=0)
+    n_heat = -(-grid.n_cells // heat_per) if heat_per else 0
+    mean_sum = np.zeros((n_rows, grid.n_cells))
+    gpu_time = np.zeros((n_rows, grid.n_cells))
+    peaks = np.empty(n_gpus)
+    heat_e = np.zeros((n_gpus if heat_per else 0, n_heat))
+    heat_c = np.zeros((n_gpus if heat_per else 0, n_heat))
+    _cell_means_kernel(ts, power, offsets, rows, _params(grid, max_gap, hold), heat_per,
+                       mean_sum, gpu_time, peaks, heat_e, heat_c)
+    return CellMeans(mean_sum, gpu_time, peaks, heat_e, heat_c)
