@@ -178,29 +178,34 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
     levels_out: dict = {}
     swing_rows: list[dict] = []
     spectrum_out: dict = {}
-    for level, s in series.items():
-        levels_out[level] = {}
-        for gi, group in enumerate(s.groups):
-            members = s.members[gi]
-            tdps = [tdp_by_gpu.get(g) for g in members]
-            provisioned = float(sum(tdps)) if tdps and all(t is not None for t in tdps) else None
-            sum_of_peaks = float(sum(gpu_grid_peaks[g] for g in members if g in gpu_grid_peaks))
-            m = sw.metrics(
-                s.power_w[gi], s.coverage[gi], grid.step_s,
-                windows_s=opts.windows_s, ramp_window_s=opts.ramp_window_s,
-                provisioned_w=provisioned, sum_of_peaks_w=sum_of_peaks,
-                with_spectrum=(level == "cluster"),
-            )
-            per_gpu_peak_over_tdp = [
-                gpu_grid_peaks[g] / tdp_by_gpu[g] for g in members if tdp_by_gpu.get(g) and g in gpu_grid_peaks
-            ]
-            m["max_gpu_peak_over_tdp"] = round(max(per_gpu_peak_over_tdp), 4) if per_gpu_peak_over_tdp else None
-            spec = m.pop("_spectrum", None)
-            if spec is not None:
-                spectrum_out = {"freq_hz": spec.freq_hz, "psd": spec.psd_w2_per_hz}
-            levels_out[level][group] = m
-            for window, v in m["swing"].items():
-                swing_rows.append({"level": level, "group": group, "window": window, **v})
+    def group_metrics(job: tuple[str, int]) -> dict:
+        level, gi = job
+        s = series[level]
+        members = s.members[gi]
+        tdps = [tdp_by_gpu.get(g) for g in members]
+        provisioned = float(sum(tdps)) if tdps and all(t is not None for t in tdps) else None
+        sum_of_peaks = float(sum(gpu_grid_peaks[g] for g in members if g in gpu_grid_peaks))
+        m = sw.metrics(
+            s.power_w[gi], s.coverage[gi], grid.step_s,
+            windows_s=opts.windows_s, ramp_window_s=opts.ramp_window_s,
+            provisioned_w=provisioned, sum_of_peaks_w=sum_of_peaks,
+            with_spectrum=(level == "cluster"),
+        )
+        per_gpu = [gpu_grid_peaks[g] / tdp_by_gpu[g] for g in members if tdp_by_gpu.get(g) and g in gpu_grid_peaks]
+        m["max_gpu_peak_over_tdp"] = round(max(per_gpu), 4) if per_gpu else None
+        return m
+
+    from tracekit.engine.local import map_items
+
+    jobs = [(level, gi) for level, s in series.items() for gi in range(len(s.groups))]
+    for (level, gi), m in zip(jobs, map_items(group_metrics, jobs)):
+        group = series[level].groups[gi]
+        spec = m.pop("_spectrum", None)
+        if spec is not None:
+            spectrum_out = {"freq_hz": spec.freq_hz, "psd": spec.psd_w2_per_hz}
+        levels_out.setdefault(level, {})[group] = m
+        for window, v in m["swing"].items():
+            swing_rows.append({"level": level, "group": group, "window": window, **v})
     swings = pl.DataFrame(swing_rows, schema={"level": pl.String, "group": pl.String, "window": pl.String,
                                               "max_w": pl.Float64, "p99_w": pl.Float64,
                                               "max_pct_of_peak": pl.Float64})

@@ -33,12 +33,13 @@ def metrics(power_w: np.ndarray, coverage: np.ndarray, step_s: float, *, windows
                 "coverage": 0.0}
     v = x[ok]
     peak = float(v.max())
+    q50, q99 = np.quantile(v, [0.5, 0.99])
     out = {
         "peak_w": round(peak, 3),
         "mean_w": round(float(v.mean()), 3),
         "min_w": round(float(v.min()), 3),
-        "p50_w": round(float(np.quantile(v, 0.5)), 3),
-        "p99_w": round(float(np.quantile(v, 0.99)), 3),
+        "p50_w": round(float(q50), 3),
+        "p99_w": round(float(q99), 3),
         "provisioned_w": provisioned_w,
         "peak_over_tdp": round(peak / provisioned_w, 4) if provisioned_w else None,
         "coverage": round(float(np.mean(coverage)), 4),
