@@ -232,6 +232,11 @@ def epoch_strings_to_utc(texts: pl.Series, unit: str, path: Path | str) -> pl.Se
     return exact.cast(TS_DTYPE).alias("ts")
 
 
+#: A backward step of local time larger than this inside an ambiguous (repeated)
+#: hour is the fall-back: rows after it are in the second pass.
+DST_STEP_NS = 10 * 60 * 1_000_000_000
+
+
 def check_time_options(opts: ReadOptions) -> None:
     """Reject contradictory local-time options."""
     if opts.utc_offset_s is not None and opts.tz:
@@ -253,9 +258,9 @@ def naive_to_utc(
     """Local wall-clock times without a zone as UTC.
 
     ``opts.utc_offset_s`` shifts by a fixed offset; ``opts.tz`` applies a zone with DST:
-    an ambiguous time (the repeated hour when clocks go back) is read as the first pass,
-    unless the log has already been later than it by more than ``opts.max_reorder_s``
-    (then it is the second pass), and each is counted as a ``dst_ambiguous`` repair; a
+    an ambiguous time (the repeated hour when clocks go back) is read as the first pass
+    until local time steps back by more than 10 minutes inside the ambiguous run (then
+    it is the second pass), and each is counted as a ``dst_ambiguous`` repair; a
     time that does not exist (the skipped hour) becomes null and is flagged in the
     returned mask so the caller can exclude it as ``nonexistent_local_time``.  With
     neither option the times are read as UTC and a warning says so.
@@ -276,26 +281,25 @@ def naive_to_utc(
     if opts.tz:
         earliest = naive.dt.replace_time_zone(opts.tz, ambiguous="earliest", non_existent="null")
         latest = naive.dt.replace_time_zone(opts.tz, ambiguous="latest", non_existent="null")
-        frame = pl.DataFrame({"naive": naive, "e": earliest, "l": latest, "line": lines})
-        reorder = timedelta(microseconds=round(float(opts.max_reorder_s) * 1e6))
-        frame = frame.with_columns(
-            amb=(pl.col("e") != pl.col("l")).fill_null(False),
-            behind=(pl.col("naive") < pl.col("naive").cum_max() - reorder).fill_null(False),
+        ambiguous = (earliest != latest).fill_null(False)
+        # Order decides: inside a run of ambiguous rows, the rows after a backward step
+        # of local time (the fall-back) take the later offset.
+        frame = pl.DataFrame({"naive": naive, "amb": ambiguous}).with_columns(
+            (pl.col("amb") != pl.col("amb").shift(1)).fill_null(True).cum_sum().alias("_run"),
+            (pl.col("naive").diff().dt.total_nanoseconds() < -DST_STEP_NS).fill_null(False).alias("_step"),
         )
-        chosen = frame.select(
-            pl.when(pl.col("amb") & pl.col("behind")).then(pl.col("l")).otherwise(pl.col("e"))
+        use_late = frame.select(
+            (pl.col("_step").cast(pl.Int64).cum_sum().over("_run") > 0) & pl.col("amb")
         ).to_series()
-        amb_lines = frame.filter(pl.col("amb"))["line"]
+        chosen = pl.select(pl.when(pl.lit(use_late)).then(pl.lit(latest)).otherwise(pl.lit(earliest))).to_series()
+        amb_lines = lines.filter(ambiguous)
         if len(amb_lines):
             quality.repair(
                 "dst_ambiguous", len(amb_lines), [loc(path, int(x)) for x in amb_lines.head(MAX_EXAMPLES)]
             )
         nonexistent = (earliest.is_null() & naive.is_not_null()).alias("nonexistent")
         return chosen.dt.convert_time_zone("UTC").alias("ts"), nonexistent
-    quality.warn(
-        f"{path}: local times without a zone were read as UTC; pass --utc-offset or --tz "
-        "if the logger ran on local time"
-    )
+    quality.warn(f"{path}: timestamps have no time zone; read as UTC (pass --utc-offset or --tz)")
     return naive.dt.replace_time_zone("UTC"), nonexistent
 
 

@@ -115,7 +115,6 @@ GAP_FLOOR_NS = 1_000_000
 SWEEPS_PER_WINDOW = 4
 SWEEP_WINDOWS = 17
 #: A backward step of local time larger than this is a DST fall-back (or a restart).
-DST_STEP_NS = 10 * 60 * 1_000_000_000
 
 _PREFIX = "c"  # polars column names c0, c1, ...
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -548,41 +547,13 @@ def sweep_positions(ts_ns: NDArray[np.int64], structure: SweepStructure) -> NDAr
 def _to_utc(
     ts_local: pl.Series, opts: ReadOptions, path: Path, lines: pl.Series, quality: DataQuality
 ) -> tuple[pl.Series, pl.Series | None]:
-    """Local naive timestamps -> UTC.  Returns (ts UTC, non-existent mask or None)."""
-    if opts.utc_offset_s is not None:
-        shift = pl.duration(nanoseconds=int(round(opts.utc_offset_s * 1e9)))
-        out = pl.select((pl.lit(ts_local) - shift).dt.replace_time_zone("UTC")).to_series()
-        return out.alias("ts"), None
-    if not opts.tz:
-        quality.warn(f"{path}: timestamps have no time zone; read as UTC (pass --utc-offset or --tz)")
-        return ts_local.dt.replace_time_zone("UTC").alias("ts"), None
+    """Local naive timestamps -> UTC (the shared rules of
+    :func:`tracekit.io.generic.naive_to_utc`).  Returns (ts UTC, non-existent mask or
+    None)."""
+    from tracekit.io.generic import naive_to_utc
 
-    try:
-        early = ts_local.dt.replace_time_zone(opts.tz, ambiguous="earliest", non_existent="null")
-    except Exception:  # polars raises ComputeError for unknown zones
-        raise ParameterError(f"unknown time zone {opts.tz!r} (use an IANA name such as America/Los_Angeles)") from None
-    late = ts_local.dt.replace_time_zone(opts.tz, ambiguous="latest", non_existent="null")
-    ambiguous = (early != late).fill_null(False)
-    nonexistent = ts_local.is_not_null() & early.is_null()
-    out = early
-    n_amb = int(ambiguous.sum())
-    if n_amb:
-        # Order decides: inside a run of ambiguous rows, rows after a backward step of
-        # local time (the fall-back) take the later offset.
-        frame = pl.DataFrame({"local": ts_local, "amb": ambiguous}).with_row_index("_i")
-        amb_rows = frame.filter(pl.col("local").is_not_null()).with_columns(
-            (pl.col("amb") != pl.col("amb").shift(1)).fill_null(True).cum_sum().alias("_run"),
-            (pl.col("local").diff().dt.total_nanoseconds() < -DST_STEP_NS).fill_null(False).alias("_step"),
-        )
-        amb_rows = amb_rows.with_columns(
-            ((pl.col("_step").cast(pl.Int64).cum_sum().over("_run") > 0) & pl.col("amb")).alias("_late")
-        )
-        use_late = np.zeros(len(ts_local), dtype=bool)
-        use_late[amb_rows.filter("_late").get_column("_i").to_numpy()] = True
-        out = pl.select(pl.when(pl.lit(pl.Series(use_late))).then(pl.lit(late)).otherwise(pl.lit(early))).to_series()
-        quality.repair("dst_ambiguous", n_amb, [loc(path, x) for x in lines.filter(ambiguous).head(MAX_EXAMPLES)])
-    out = out.dt.convert_time_zone("UTC").alias("ts")
-    return out, nonexistent if bool(nonexistent.any()) else None
+    ts, nonexistent = naive_to_utc(ts_local, opts, quality, path, lines)
+    return ts.alias("ts"), nonexistent if bool(nonexistent.any()) else None
 
 
 # -- power semantics --------------------------------------------------------------------
