@@ -243,3 +243,17 @@ def test_kmeans_rejects_bad_input(values, weights, k, error, match):
 def test_choose_levels_rejects_bad_threshold():
     with pytest.raises(ParameterError, match="min_rel_drop"):
         choose_levels([1.0, 2.0], [1, 1], min_rel_drop=0.0)
+
+
+def test_label_histogram_equals_numpy_bincount():
+    from tracekit.kernels.levels import label_histogram
+
+    rng = np.random.default_rng(5)
+    power = rng.uniform(-10, 900, 5000).astype(np.float32)
+    power[::97] = np.nan
+    labels = rng.integers(-1, 3, 5000).astype(np.int8)
+    got = label_histogram(power, labels, np.zeros((3, 801), dtype=np.int64), bin_w=1.0)
+    ok = (labels >= 0) & np.isfinite(power)
+    bins = np.clip((power[ok] / 1.0).astype(np.int64), 0, 800)
+    want = np.bincount(labels[ok].astype(np.int64) * 801 + bins, minlength=3 * 801).reshape(3, 801)
+    np.testing.assert_array_equal(got, want)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from tracekit.kernels.levels import histogram_bin_centers, kmeans_1d, power_histogram
+from tracekit.kernels.levels import histogram_bin_centers, kmeans_1d, label_histogram, power_histogram
 from tracekit.kernels.phases import label_phases, phase_segments
 from tracekit.traceset import GpuArrays, gpu_arrays  # noqa: F401 - re-exported
 
@@ -157,9 +157,7 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
             gpu_labels = np.where(gpu_labels >= 0, gpu_labels + (k - kk), gpu_labels).astype(np.int8)
         a, b = arrays.offsets[i], arrays.offsets[i + 1]
         labels[a:b] = gpu_labels
-        ok = (gpu_labels >= 0) & np.isfinite(power)
-        bins = np.minimum((power[ok] / BIN_W).astype(np.int64), n_bins - 1)
-        hist = np.bincount(gpu_labels[ok].astype(np.int64) * n_bins + bins, minlength=k * n_bins).reshape(k, n_bins)
+        hist = label_histogram(power, gpu_labels, np.zeros((k, n_bins), dtype=np.int64), bin_w=BIN_W)
         seg = phase_segments(ts, power, gpu_labels, last_hold_ns=last_hold_ns)
         end_idx = np.minimum(seg.end_idx, len(ts) - 1)
         end_ts = np.where(seg.end_idx < len(ts), ts[end_idx], ts[-1] + last_hold_ns)

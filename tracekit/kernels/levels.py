@@ -367,3 +367,37 @@ def choose_levels(
         if prev > 1e-12 * sse_by_k[0] and (prev - nxt) / prev >= min_rel_drop:
             k = m
     return _levels_from_starts(values, w, starts[k - 1, :k], sse_by_k)
+
+
+@kernel
+def _label_histogram_kernel(power_w, labels, bin_w, counts):
+    n_labels, n_bins = counts.shape
+    for i in range(power_w.shape[0]):
+        lab = labels[i]
+        p = power_w[i]
+        if lab < 0 or lab >= n_labels or not np.isfinite(p):
+            continue
+        b = int(p / bin_w)
+        if b < 0:
+            b = 0
+        elif b >= n_bins:
+            b = n_bins - 1
+        counts[lab, b] += 1
+
+
+def label_histogram(
+    power_w: NDArray[np.floating], labels: NDArray[np.integer], counts: NDArray[np.int64], *, bin_w: float
+) -> NDArray[np.int64]:
+    """Add each finite sample into row ``labels[i]`` of ``counts`` (bins of ``bin_w``
+    from 0 W; out-of-range values go to the edge bins; labels outside the rows,
+    e.g. -1 = unlabelled, are skipped).  Returns ``counts`` (modified in place)."""
+    func = "label_histogram"
+    power = float_array(func, "power_w", power_w)
+    labs = np.ascontiguousarray(labels)
+    if labs.dtype.kind not in "iu" or labs.shape != power.shape:
+        raise SchemaError(f"{func}: labels must be integers shaped like power_w, got {labs.dtype} {labs.shape}")
+    bin_w = float_param(func, "bin_w", bin_w, minimum=0.0, strict_min=True)
+    if not isinstance(counts, np.ndarray) or counts.dtype != np.int64 or counts.ndim != 2:
+        raise SchemaError(f"{func}: counts must be a 2-D int64 array (labels x bins)")
+    _label_histogram_kernel(power, labs, bin_w, counts)
+    return counts
