@@ -332,6 +332,115 @@ def synth_inference(output, raw_format, force, **params) -> None:
     _run_synth("inference", output, raw_format, force, params)
 
 
+REPLAY_EPILOG = """\b
+Examples:
+  tracekit replay trace/ --cap 350                    cap every GPU at 350 W (1 s average)
+  tracekit replay trace/ --cap 50% --scope rack=rack03  cap one rack at half its TDP
+  tracekit replay trace/ --lock-mhz 1410 --cap 600    lock clocks, then cap
+  tracekit replay trace/ --cap 300:700:50 -o out/     sweep: table, Pareto plot, replayed datasets
+  tracekit replay trace/ --smooth floor=90%,down=2000 --storage energy_kwh=5,power_kw=50
+"""
+
+
+@cli.command(epilog=REPLAY_EPILOG, context_settings=CONTEXT)
+@click.argument("path", type=click.Path(exists=True), nargs=-1, required=True)
+@read_options
+@click.option("--cap", metavar="W|PCT%|START:STOP:STEP",
+              help="Power cap per GPU: watts (350), percent of TDP (50%), or a sweep (300:700:50).")
+@click.option("--cap-window", default="1s", show_default=True,
+              help="Controller window of the cap: the average power over it is held at the cap.")
+@click.option("--lock-mhz", metavar="MHZ|START:STOP:STEP", help="SM clock lock, MHz, or a sweep (1000:1900:100).")
+@click.option("--smooth", metavar="floor=..,up=..,down=..",
+              help="Power smoothing: floor (W or % of TDP), ramp-up/down limits (W/s or %/s of TDP).")
+@click.option("--storage", metavar="energy_j=..,power_w=..",
+              help="Battery per rack: energy_j= (or energy_kwh=), power_w= (or power_kw=), "
+                   "optional window=10s, efficiency=1, soc0=0.5.")
+@click.option("--scope", default="cluster", show_default=True, metavar="cluster|LEVEL=NAME[,NAME]",
+              help="Where lock, cap and smoothing apply: cluster, or gpu|host|rack|row=NAMES, e.g. rack=rack03.")
+@click.option("--model-param", "model_params", multiple=True, metavar="[MODEL:]NAME=VALUE",
+              help="Power-model override: a, g, idle_w, f0_mhz, tdp_w, beta_<phase> (repeatable).")
+@click.option("--workload", type=click.Choice(["auto", "training", "inference"]), default="auto", show_default=True,
+              help="Phase model: training (compute/communication) or inference (idle/token/prompt).")
+@click.option("--sync", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Synchronous training: every GPU ends each iteration with the slowest.")
+@click.option("--resolution", help="Grid step of the figures, e.g. 10ms (default: the median sampling period).")
+@click.option("--windows", default="100ms,1s,2s,5s,60s", show_default=True, help="Swing windows, comma-separated.")
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="Write summary.json, tables, report.html and the replayed traces (canonical datasets).")
+@click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary.")
+def replay(path, cap, cap_window, lock_mhz, smooth, storage, scope, model_params, workload, sync, resolution,
+           windows, output, as_json, **kw) -> None:
+    """What-if replay of PATH: power caps, clock locks, smoothing and storage (lock -> cap -> smoothing ->
+    storage), with peak, swings, energy and slowdown per policy."""
+    from tracekit.replay.engine import ReplayOptions
+    from tracekit.replay.engine import replay as run_replay
+    from tracekit.replay.model import params_from_cli
+    from tracekit.units import parse_duration_s
+
+    opts = ReplayOptions(
+        cap_window_s=parse_duration_s(cap_window, what="--cap-window"),
+        workload=workload,
+        sync=sync,
+        resolution_s=parse_duration_s(resolution, what="--resolution") if resolution else None,
+        max_gap_s=parse_duration_s(kw.get("max_gap", "5s"), what="--max-gap"),
+        windows_s=tuple(parse_duration_s(w, what="--windows") for w in windows.split(",") if w.strip()),
+        model_params=params_from_cli(model_params) or None,
+    )
+    policy = dict(cap=cap, lock_mhz=lock_mhz, smoothing=smooth, storage=storage, scope=scope)
+    _replay_check_policy(policy)
+    ts = open_from_cli(list(path), kw)
+
+    def run(step, on_trace=None):
+        return run_replay(ts, options=opts, keep_traces=False, on_trace=on_trace, progress=step, **policy)
+
+    if output:
+        from pathlib import Path
+
+        from tracekit.replay.report import safe_name, write_outputs, write_trace
+        from tracekit.report.outputs import atomic_dir
+
+        with atomic_dir(output) as tmp:
+            def on_trace(name, arrays):
+                write_trace(Path(tmp) / "traces" / safe_name(name), arrays, ts, name, None)
+
+            result = _replay_progress(lambda step: run(step, on_trace), quiet=as_json)
+            write_outputs(result, tmp)
+    else:
+        result = _replay_progress(run, quiet=as_json)
+    summary = result.summary()
+    if as_json:
+        emit_json(summary)
+    else:
+        from tracekit.replay.report import print_replay
+
+        print_replay(summary)
+        if output:
+            click.echo(f"wrote {output}/ (summary.json, policies.parquet, report.html, traces/)")
+
+
+def _replay_check_policy(policy: dict) -> None:
+    """Parse the policy options up front, so a typo fails before the trace is read."""
+    from tracekit.replay.policy import build_policies
+
+    if any(policy[k] is not None for k in ("cap", "lock_mhz", "smoothing", "storage")):
+        build_policies(**policy)
+    else:
+        from tracekit.replay.policy import parse_scope
+
+        parse_scope(policy["scope"])
+
+
+def _replay_progress(fn, quiet: bool):
+    """Run ``fn(step)`` with a rich status line naming the current step (stderr)."""
+    if quiet:
+        return fn(lambda name: None)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with console.status("reading") as status:
+        return fn(lambda name: status.update(f"replay: {name}"))
+
+
 @cli.command(context_settings=CONTEXT)
 def formats() -> None:
     """List the input formats tracekit detects."""

@@ -113,10 +113,13 @@ def _row_m(r, y, rows_f, row_w):
 
 @kernel
 def _window_mean(x, a, g, sums, rows_f, row_w, r_first, r_last):
+    """Mean replayed power of a window whose throttled samples run at ratio ``x``:
+    ``sums`` holds the throttled samples' six sums and the fixed samples' energy and
+    time; waits of the rows ``r_first..r_last`` scale with their multiplier."""
     y = 1.0 / x - 1.0
     r = _ratio(x, a, g)
-    num = sums[2] + y * sums[3] + r * (sums[4] + y * sums[5])
-    den = sums[0] + y * sums[1]
+    num = sums[2] + y * sums[3] + r * (sums[4] + y * sums[5]) + sums[6]
+    den = sums[0] + y * sums[1] + sums[7]
     for q in range(r_first, r_last + 1):
         td = row_w[q, _RW_TD]
         if td > 0.0:
@@ -188,7 +191,7 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
     write = iparams[3] != 0
     has_clock = clock_mhz.shape[0] > 0
     has_rows = rows_i.shape[0] > 0
-    sums = np.zeros(6)
+    sums = np.zeros(8)
     for g in range(g_lo, g_hi):
         a0 = offsets[g]
         b = offsets[g + 1]
@@ -204,6 +207,7 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
             continue
         idle = gparams[g, G_IDLE_W]
         cap = gparams[g, G_CAP_W]
+        has_cap = np.isfinite(cap)
         lock = gparams[g, G_LOCK_MHZ]
         f0 = gparams[g, G_F0_MHZ]
         ca = gparams[g, G_A]
@@ -217,17 +221,36 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
         while i < b:
             wid = ts_ns[i] // window_ns
             t_end = (wid + 1) * window_ns
-            # pass 1: the window's sums (waits go to their row's sums)
-            for c in range(6):
+            j = i
+            while j < b and ts_ns[j] < t_end:
+                j += 1
+            # the lock: one ratio for every sample of the window
+            f0w = f0
+            if has_clock:
+                clk_w = 0.0
+                clk_s = 0.0
+                for k in range(i, j):
+                    f = clock_mhz[k]
+                    if power_w[k] > idle and f > 0.0 and np.isfinite(f):
+                        c, ok, gap = _covered(ts_ns, k, b, max_gap_ns, hold_ns)
+                        clk_w += c
+                        clk_s += f * c
+                if clk_w > 0.0:
+                    f0w = clk_s / clk_w
+            xl = 1.0
+            if np.isfinite(lock) and lock < f0w:
+                xl = lock / f0w
+            rl = _ratio(xl, ca, ge)
+            yl = 1.0 / xl - 1.0
+            # pass 1: sums of the throttled samples (above the cap after the lock), of
+            # the fixed ones, and of the waits (per row)
+            for c in range(8):
                 sums[c] = 0.0
             s_c = 0.0
-            clk_w = 0.0
-            clk_s = 0.0
             r_first = -1
             r_last = -2
             rp0 = rp
-            k = i
-            while k < b and ts_ns[k] < t_end:
+            for k in range(i, j):
                 c, ok, gap = _covered(ts_ns, k, b, max_gap_ns, hold_ns)
                 s_c += c
                 role = 0
@@ -239,7 +262,6 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
                             r_first = r
                         r_last = r
                 p = power_w[k]
-                k += 1
                 nan = np.isnan(p)
                 if p > idle:
                     bb = idle
@@ -247,36 +269,37 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
                 else:
                     bb = p
                     q = 0.0
+                pl = p if xl == 1.0 else bb + q * rl
+                hot = has_cap and pl > cap
                 if role == 2:
                     if not nan:
-                        row_w[r, _RW_TB] += bb * c
-                        row_w[r, _RW_TQ] += q * c
+                        if hot:
+                            row_w[r, _RW_TB] += bb * c
+                            row_w[r, _RW_TQ] += q * c
+                        else:
+                            row_w[r, _RW_TB] += pl * c
                         row_w[r, _RW_TD] += c
                     continue
-                beta = betas[g, labels[k - 1] + 1] if ok else 0.0
-                if role == 1:
-                    row_w[r, _RW_C0] += c + gap
-                    if not nan:
+                beta = betas[g, labels[k] + 1] if ok and not nan else 0.0
+                if hot:
+                    if role == 1:
+                        row_w[r, _RW_C0] += c + gap
                         row_w[r, _RW_C1] += c * beta
-                if nan:
-                    continue
-                sums[0] += c
-                sums[1] += c * beta
-                sums[2] += bb * c
-                sums[3] += bb * c * beta
-                sums[4] += q * c
-                sums[5] += q * c * beta
-                if has_clock and q > 0.0:
-                    f = clock_mhz[k - 1]
-                    if f > 0.0 and np.isfinite(f):
-                        clk_w += c
-                        clk_s += f * c
-            j = k
-            f0w = clk_s / clk_w if clk_w > 0.0 else f0
-            x = 1.0
-            if np.isfinite(lock) and lock < f0w:
-                x = lock / f0w
-            if np.isfinite(cap):
+                    sums[0] += c
+                    sums[1] += c * beta
+                    sums[2] += bb * c
+                    sums[3] += bb * c * beta
+                    sums[4] += q * c
+                    sums[5] += q * c * beta
+                else:
+                    d = c * (1.0 + beta * yl)
+                    if role == 1:
+                        row_w[r, _RW_C0] += d + gap
+                    if not nan:
+                        sums[6] += pl * d
+                        sums[7] += d
+            x = xl
+            if has_cap:
                 f_hi = _window_mean(x, ca, ge, sums, rows_f, row_w, r_first, r_last) - cap
                 if f_hi > 0.0:
                     x = _solve_clock(x, f_hi, cap, ca, ge, sums, rows_f, row_w, r_first, r_last)
@@ -301,21 +324,33 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
                     rp, r, role = _row_of(k, rp, r_hi, rows_i)
                 p = power_w[k]
                 lab = labels[k] + 1
-                if x == 1.0 or np.isnan(p) or p <= idle:
+                s = 1.0
+                if xl == 1.0 and x == 1.0 or np.isnan(p):
                     out_power[k] = p
                 else:
-                    out_power[k] = idle + (p - idle) * r_clk
-                s = 1.0
-                if ok and role != 2 and x != 1.0 and not np.isnan(p):
-                    s = 1.0 + betas[g, lab] * y
+                    if p > idle:
+                        pl = p if xl == 1.0 else idle + (p - idle) * rl
+                        if has_cap and pl > cap:
+                            out_power[k] = idle + (p - idle) * r_clk
+                            s = 1.0 + betas[g, lab] * y
+                        else:
+                            out_power[k] = pl
+                            s = 1.0 + betas[g, lab] * yl
+                    else:
+                        out_power[k] = p
+                        s = 1.0 + betas[g, lab] * yl
+                    if not ok:
+                        s = 1.0
                 d = c * s
                 phase_ns[g, lab, 0] += c
-                phase_ns[g, lab, 1] += d
-                if role == 2:
+                if role == 2:  # a wait: not stretched by the clock, scaled to fill
+                    phase_ns[g, lab, 1] += c
                     if r != m_row:
                         m_row = r
                         m_val = _row_m(r, y, rows_f, row_w)
                     d = c * m_val
+                else:
+                    phase_ns[g, lab, 1] += d
                 if not np.isnan(p):
                     e_w += np.float64(out_power[k]) * d
                     t_w += d

@@ -847,6 +847,7 @@ class Replay:
             "dataset": self.dataset,
             "workload": self.workload,
             "cap_window_s": self.options.cap_window_s,
+            "hold": {"hold_ns": self._ctx.hold_ns, "max_gap_ns": self._ctx.max_gap_ns} if self._ctx else None,
             "sync": self._ctx.iterations is not None if self._ctx else False,
             "iterations": self.iterations,
             "models": self.models,
