@@ -27,7 +27,10 @@ Rows stay in file order (the common cleaning step sorts and counts reorders).
 
 from __future__ import annotations
 
+import mmap
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +121,11 @@ SWEEP_WINDOWS = 17
 
 _PREFIX = "c"  # polars column names c0, c1, ...
 UTF8_BOM = b"\xef\xbb\xbf"
+#: Byte-level fast path: threads at most, bytes per thread at least, odd lines (not
+#: clean data rows) handed to the exact path at most (or 1 in 20 rows, if more).
+FAST_MAX_THREADS = 4
+FAST_SPLIT_BYTES = 4 << 20
+FAST_ODD_LINES = 4096
 #: Bytes read to find the header and name the columns of noheader files.
 HEAD_BYTES = 256 * 1024
 
@@ -703,30 +711,18 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
             line=layout.header_line,
         )
     quality = DataQuality()
-    wanted: dict[str, pl.DataType] = {}
-    for name, column in col.items():
-        if name in POWER_FIELDS:
-            wanted[column] = pl.Float32()
-        elif name in VALUE_FIELDS:
-            wanted[column] = VALUE_FIELDS[name][2]
-        elif name == "index":
-            wanted[column] = pl.Int64()
-    frame = _data_rows(data, layout, path, _typed_columns(head, layout, wanted))
-    rows_read = frame.height
-    quality.rows_read = rows_read
 
     # -- which power column: power.draw means instant or 1 s average by GPU model ----
-    file_model = None
-    if "name" in col and rows_read:
-        first_name = (frame.get_column(col["name"])[0] or "").strip()
-        file_model = first_name if find_gpu_spec(first_name) else None
-    model = file_model or opts.gpu_model
+    frame = None
+    model = opts.gpu_model
+    if "name" in col:  # the first row's model name decides (read with the exact path)
+        frame = _data_rows(data, layout, path, _typed_columns(head, layout, _wanted_types(col)))
+        if frame.height:
+            first_name = (frame.get_column(col["name"])[0] or "").strip()
+            model = (first_name if find_gpu_spec(first_name) else None) or opts.gpu_model
     power_field = _pick_power(names, model) or "power.draw"
 
-    # -- parse values, vectorized ---------------------------------------------------
-    ts_col = col["timestamp"]
     p_unit = layout.units[names.index(power_field)]
-    scale = _power_scale(p_unit, opts, path, quality)
     # canonical name -> (source column, unit suffix of its values, dtype)
     numbers: dict[str, tuple[str, str | None, pl.DataType]] = {
         "power_w": (col[power_field], p_unit or "W", pl.Float32())
@@ -739,29 +735,18 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
             if canon == "energy_j":
                 energy_scale = ENERGY_UNIT_SCALE_J.get((unit or "mJ").lower(), 1e-3)
     optional = [c for c in numbers if c != "power_w"]
-    exprs: list[pl.Expr] = [
-        pl.col(LINE_COLUMN),
-        pl.col(ts_col).str.strptime(pl.Datetime("ns"), TS_FORMAT_FAST, strict=False, cache=False).alias("_local"),
-    ]
-    for canon, (src, unit, dtype) in numbers.items():
-        if frame.schema[src].is_numeric():  # parsed by the CSV reader already
-            exprs.append(pl.col(src).cast(dtype).alias(canon))
-        else:
-            exprs.append(_fast_number(src, unit, dtype).alias(canon))
-    for name, key in IDENTITY_FIELDS.items():
-        if name in col and f"_{key}" not in {e.meta.output_name() for e in exprs}:
-            ident = pl.col(col[name])
-            exprs.append((ident if frame.schema[col[name]].is_numeric() else ident.str.strip_chars()).alias(f"_{key}"))
-    exprs += [pl.col(c) for c in ("_fields_ok", "_block") if c in frame.columns]
-    parsed = frame.lazy().select(exprs).collect()
 
-    # values the fast paths missed: exact parsing on those rows only
-    parsed = _retry_timestamps(parsed, frame.get_column(ts_col))
-    garbage: dict[str, pl.Series] = {}
-    for canon, (src, unit, dtype) in numbers.items():
-        parsed, bad = _retry_numbers(parsed, frame.get_column(src), canon, unit, dtype)
-        if bad is not None:
-            garbage[canon] = bad
+    # -- parse: one-pass kernel for clean rows, exact expressions for the rest -------
+    fast = None if frame is not None else _fast_parse(data, head, layout, col, numbers, path)
+    if fast is not None:
+        parsed, garbage, rows_read = fast
+    else:
+        if frame is None:
+            frame = _data_rows(data, layout, path, _typed_columns(head, layout, _wanted_types(col)))
+        rows_read = frame.height
+        parsed, garbage = _parse_values(frame, col, numbers)
+    quality.rows_read = rows_read
+    scale = _power_scale(p_unit, opts, path, quality)
     if energy_scale != 1.0 and "energy_j" in parsed.columns:
         parsed = parsed.with_columns(pl.col("energy_j") * energy_scale)
 
@@ -837,6 +822,276 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
         gpu_models=gpu_models,
         notes=notes,
     )
+
+
+def _source_bytes(data: bytes | Path) -> tuple[NDArray[np.uint8], mmap.mmap | None]:
+    """The file's bytes as a uint8 array (a read-only memory map for plain files)."""
+    if isinstance(data, bytes):
+        return np.frombuffer(data, dtype=np.uint8), None
+    try:
+        with open(data, "rb") as fh:
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return np.frombuffer(_all_bytes(data), dtype=np.uint8), None
+    return np.frombuffer(mapped, dtype=np.uint8), mapped
+
+
+def _line_start(head: bytes, line: int) -> int | None:
+    """Byte offset where 0-based ``line`` starts, if it starts within ``head``."""
+    pos = 0
+    for _ in range(line):
+        pos = head.find(b"\n", pos) + 1
+        if pos <= 0:
+            return None
+    return pos if pos < len(head) else None
+
+
+def _kernel_layout(
+    layout: _Layout, col: dict[str, str], numbers: dict[str, tuple[str, str | None, pl.DataType]]
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.uint8], list[str]] | None:
+    """(roles, kinds, strip sets, slot names) for :func:`tracekit.kernels.csvparse.scan_rows`;
+    None where a unit could change what a number reads (digits, ``.``, signs, non-ASCII
+    in it), so the exact path must parse."""
+    from tracekit.kernels import csvparse
+
+    roles = np.full(len(layout.names), csvparse.ROLE_IGNORED, dtype=np.int64)
+    roles[int(col["timestamp"][len(_PREFIX) :])] = csvparse.ROLE_TIMESTAMP
+    slots: list[tuple[str, int, str | None, bool]] = []  # name, field, unit, integer
+    for canon, (src, unit, dtype) in numbers.items():
+        slots.append((canon, int(src[len(_PREFIX) :]), unit, False))
+    if "index" in col:
+        slots.append(("_index", int(col["index"][len(_PREFIX) :]), None, True))
+    kinds = np.zeros((len(slots), 2), dtype=np.int64)
+    strip = np.zeros((len(slots), 256), dtype=np.uint8)
+    counts = {csvparse.KIND_F32: 0, csvparse.KIND_F64: 0, csvparse.KIND_I64: 0}
+    for slot, (canon, field, unit, integer) in enumerate(slots):
+        if roles[field] != csvparse.ROLE_IGNORED:
+            return None
+        roles[field] = slot
+        if integer:
+            kind = csvparse.KIND_I64
+        else:
+            kind = csvparse.KIND_F64 if numbers[canon][2] == pl.Float64 else csvparse.KIND_F32
+        kinds[slot] = (kind, counts[kind])
+        counts[kind] += 1
+        if unit and not integer:
+            if not unit.isascii() or any(c in unit for c in "0123456789.+-"):
+                return None
+            chars = " \t\r" + unit
+        else:  # stripped of blanks on both sides
+            chars = " \t\n\v\f\r"
+        strip[slot, np.frombuffer(chars.encode(), dtype=np.uint8)] = 1
+    return roles, kinds, strip, [s[0] for s in slots]
+
+
+def _split_ranges(buf: NDArray[np.uint8], start: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` byte ranges of about equal size from ``start``, cut after newlines."""
+    n = len(buf)
+    cuts = [start]
+    for i in range(1, parts):
+        at = max(start + (n - start) * i // parts, cuts[-1])
+        nl = buf[at : at + (1 << 20)].tobytes().find(b"\n")
+        if nl < 0:
+            break
+        cuts.append(at + nl + 1)
+    cuts.append(n)
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def _fast_parse(
+    data: bytes | Path,
+    head: bytes,
+    layout: _Layout,
+    col: dict[str, str],
+    numbers: dict[str, tuple[str, str | None, pl.DataType]],
+    path: Path,
+) -> tuple[pl.DataFrame, dict[str, pl.Series], int] | None:
+    """What :func:`_parse_values` gives (and rows read), from one pass of the
+    byte-level kernel over the file; odd lines (anything but a clean data row) go
+    through the exact path on a small buffer of just those lines.
+
+    None where this path does not apply and the exact path must read the whole file:
+    identity columns other than ``index`` in use, a repeated header, many odd lines, a
+    unit that could change a number, or an error on the odd lines (the exact path
+    then reports it with the right line).
+    """
+    from tracekit.kernels import csvparse
+
+    if "name" in col or ("index" not in col and any(f in col for f in ("uuid", "gpu_uuid", "pci.bus_id", "gpu_bus_id"))):
+        return None
+    spec = _kernel_layout(layout, col, numbers)
+    if spec is None:
+        return None
+    roles, kinds, strip, slot_names = spec
+    has_header = layout.header_text is not None
+    start = _line_start(head, layout.skip_lines + has_header)
+    if start is None:
+        return None
+    header_first = (layout.header_text.split(",")[0] if has_header else "").encode()
+    first_line = layout.skip_lines + 1 + has_header
+    k = len(layout.names)
+    n_kind = np.bincount(kinds[:, 0], minlength=3) if len(kinds) else np.zeros(3, dtype=np.int64)
+    buf, mapped = _source_bytes(data)
+    try:
+        parts = min(FAST_MAX_THREADS, os.cpu_count() or 1, max(1, (len(buf) - start) // FAST_SPLIT_BYTES))
+        ranges = _split_ranges(buf, start, parts)
+
+        def scan(rng: tuple[int, int]) -> tuple:
+            a, b = rng
+            cap = (b - a) // (csvparse.TS_LENGTH + 2 * (k - 1)) + 1
+            out = (
+                np.empty(cap, dtype=np.int64),
+                np.empty(cap, dtype=np.int64),
+                np.empty((n_kind[csvparse.KIND_F32], cap), dtype=np.float32),
+                np.empty((n_kind[csvparse.KIND_F64], cap), dtype=np.float64),
+                np.empty((n_kind[csvparse.KIND_I64], cap), dtype=np.int64),
+                np.empty((FAST_ODD_LINES + cap // 64, 3), dtype=np.int64),
+            )
+            counts = csvparse.scan_rows(buf, a, b, k, roles, kinds, strip, np.frombuffer(header_first, dtype=np.uint8), *out)
+            return counts, out
+
+        if len(ranges) == 1:
+            results = [scan(ranges[0])]
+        else:
+            with ThreadPoolExecutor(len(ranges)) as pool:
+                results = list(pool.map(scan, ranges))
+        n_clean = sum(r[0][0] for r in results)
+        n_odd = sum(r[0][1] for r in results)
+        if any(r[0][3] for r in results) or any(r[0][1] > len(r[1][5]) for r in results):
+            return None  # repeated header, or more odd lines than listed
+        if n_clean == 0 or n_odd > max(FAST_ODD_LINES, n_clean // 20):
+            return None
+        line_base = first_line
+        line_parts, odd_parts = [], []
+        for (clean, odd, lines, _), out in results:
+            line_parts.append(out[0][:clean] + line_base)
+            odd_rows = out[5][:odd].copy()
+            odd_rows[:, 2] += line_base
+            odd_parts.append(odd_rows)
+            line_base += lines
+
+        def joined(i: int, row: int | None = None) -> np.ndarray:
+            arrays = [out[i][:clean] if row is None else out[i][row, :clean] for (clean, *_), out in results]
+            return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+        columns = [
+            pl.Series(LINE_COLUMN, np.concatenate(line_parts).astype(np.uint32)),
+            pl.Series("_local", joined(1)).cast(pl.Datetime("ns")),
+        ]
+        output = {csvparse.KIND_F32: 2, csvparse.KIND_F64: 3, csvparse.KIND_I64: 4}
+        for name, (kind, row) in zip(slot_names, kinds.tolist()):
+            values = pl.Series(name, joined(output[kind], row))
+            if kind != csvparse.KIND_I64 and values.is_nan().any():
+                values = values.fill_nan(None)  # null tokens
+            columns.append(values)
+        fast = pl.DataFrame(columns)
+        odd = np.concatenate(odd_parts)
+        if not len(odd):
+            return fast, {}, fast.height
+        odd_text = b"\n".join(buf[a:b].tobytes() for a, b in odd[:, :2].tolist())
+    finally:
+        del buf
+        if mapped is not None:
+            mapped.close()
+    return _merge_odd_rows(fast, odd_text, odd[:, 2], head, start, layout, col, numbers, path)
+
+
+def _merge_odd_rows(
+    fast: pl.DataFrame,
+    odd_text: bytes,
+    odd_lines: NDArray[np.int64],
+    head: bytes,
+    start: int,
+    layout: _Layout,
+    col: dict[str, str],
+    numbers: dict[str, tuple[str, str | None, pl.DataType]],
+    path: Path,
+) -> tuple[pl.DataFrame, dict[str, pl.Series], int] | None:
+    """Parse the odd lines with the exact path (after the header, so they read as in
+    the whole file) and merge them with the kernel's rows by line number."""
+    has_header = layout.header_text is not None
+    prefix = b""
+    if has_header:
+        header_start = _line_start(head, layout.skip_lines) or 0
+        prefix = head[header_start:start]  # the header line with its newline
+    sub_layout = _Layout(layout.names, layout.units, layout.header_text, 0, 1 if has_header else None)
+    try:
+        frame = _data_rows(prefix + odd_text, sub_layout, path)
+    except InputError:
+        return None  # the exact path on the whole file says where
+    if "_block" in frame.columns:
+        return None
+    parsed, garbage = _parse_values(frame, col, numbers)
+    sub_lines = odd_lines[parsed.get_column(LINE_COLUMN).to_numpy().astype(np.int64) - (1 + has_header)]
+    parsed = parsed.with_columns(pl.Series(LINE_COLUMN, sub_lines.astype(np.uint32)))
+    if "_index" in fast.columns:
+        parsed = parsed.drop([c for c in ("_uuid", "_bus_id") if c in parsed.columns])
+        parsed = parsed.with_columns(pl.col("_index").cast(pl.Int64, strict=False))
+    n_fast, n_odd = fast.height, parsed.height
+    if "_fields_ok" in parsed.columns:  # clean rows have all their fields
+        fast = fast.with_columns(pl.lit(True).alias("_fields_ok"))
+    merged = pl.concat([fast, parsed], how="diagonal")
+    fast_lines = fast.get_column(LINE_COLUMN).to_numpy()
+    odd_pos = np.searchsorted(fast_lines, sub_lines) + np.arange(n_odd)
+    fast_pos = np.ones(n_fast + n_odd, dtype=bool)
+    fast_pos[odd_pos] = False
+    order = np.empty(n_fast + n_odd, dtype=np.int64)
+    order[fast_pos] = np.arange(n_fast)
+    order[odd_pos] = n_fast + np.arange(n_odd)
+    merged = merged[order]
+    full_garbage = {}
+    for canon, bad in garbage.items():
+        mask = np.zeros(n_fast + n_odd, dtype=bool)
+        mask[odd_pos] = bad.to_numpy()
+        full_garbage[canon] = pl.Series(mask)
+    return merged, full_garbage, n_fast + frame.height
+
+
+def _wanted_types(col: dict[str, str]) -> dict[str, pl.DataType]:
+    """Source column -> dtype of the columns the CSV reader may parse itself."""
+    wanted: dict[str, pl.DataType] = {}
+    for name, column in col.items():
+        if name in POWER_FIELDS:
+            wanted[column] = pl.Float32()
+        elif name in VALUE_FIELDS:
+            wanted[column] = VALUE_FIELDS[name][2]
+        elif name == "index":
+            wanted[column] = pl.Int64()
+    return wanted
+
+
+def _parse_values(
+    frame: pl.DataFrame, col: dict[str, str], numbers: dict[str, tuple[str, str | None, pl.DataType]]
+) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
+    """The exact path: split rows (:func:`_data_rows`) -> ``line``, ``_local`` (naive
+    local time), the canonical number columns, identity columns (``_index``, ...) and
+    ``_fields_ok`` / ``_block`` where present; and per number column where its text is
+    garbage (absent when nowhere)."""
+    ts_col = col["timestamp"]
+    exprs: list[pl.Expr] = [
+        pl.col(LINE_COLUMN),
+        pl.col(ts_col).str.strptime(pl.Datetime("ns"), TS_FORMAT_FAST, strict=False, cache=False).alias("_local"),
+    ]
+    for canon, (src, unit, dtype) in numbers.items():
+        if frame.schema[src].is_numeric():  # parsed by the CSV reader already
+            exprs.append(pl.col(src).cast(dtype).alias(canon))
+        else:
+            exprs.append(_fast_number(src, unit, dtype).alias(canon))
+    for name, key in IDENTITY_FIELDS.items():
+        if name in col and f"_{key}" not in {e.meta.output_name() for e in exprs}:
+            ident = pl.col(col[name])
+            exprs.append((ident if frame.schema[col[name]].is_numeric() else ident.str.strip_chars()).alias(f"_{key}"))
+    exprs += [pl.col(c) for c in ("_fields_ok", "_block") if c in frame.columns]
+    parsed = frame.lazy().select(exprs).collect()
+
+    # values the fast paths missed: exact parsing on those rows only
+    parsed = _retry_timestamps(parsed, frame.get_column(ts_col))
+    garbage: dict[str, pl.Series] = {}
+    for canon, (src, unit, dtype) in numbers.items():
+        parsed, bad = _retry_numbers(parsed, frame.get_column(src), canon, unit, dtype)
+        if bad is not None:
+            garbage[canon] = bad
+    return parsed, garbage
 
 
 def _data_rows(

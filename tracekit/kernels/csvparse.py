@@ -1,0 +1,307 @@
+"""One-pass tokenizer for nvidia-smi ``--query-gpu`` CSV rows: bytes in, arrays out.
+
+:func:`scan_rows` walks the lines of a byte range once.  A line is *clean* when it
+has exactly the expected number of fields, only ASCII bytes, no empty field, a
+timestamp spelled exactly ``YYYY/MM/DD HH:MM:SS.fff`` (a valid date and time), and in
+every numeric column either a null token or a plain number (``-?digits[.digits]``,
+after the column's strip rule, see below) small enough to be converted exactly.  For
+clean lines it writes the line number, the local timestamp (ns since 1970-01-01, no
+zone) and the values; every other line (blank, repeated header, garbage, odd
+spellings such as ``1e3``, too many digits) is only listed as *odd*, by byte range,
+for the caller to parse with its exact (slower) rules.  The kernel never guesses:
+anything outside this small grammar is odd.
+
+Values are converted exactly as a correctly rounded decimal parser would (the
+nvidia-smi reader's reference is Polars' string cast): ``m / 10**k`` with ``m`` and
+``10**k`` exactly representable, one division in the target precision (Clinger's
+fast path): float32 for ``m < 2**24, k <= 10``, float64 for ``m < 2**53, k <= 22``.
+
+Strip rule of a numeric field (the reader's ``_stripped_expr``): trailing bytes in the
+column's strip set (blank, tab, CR and the characters of its unit) are removed, then
+leading ASCII blanks.  What is left is a null token when it starts with ``[`` or is
+``N/A`` (value NaN), else it must be a plain number.  An integer column (the GPU
+``index``) is stripped of blanks on both sides and must be ``digits`` (up to 18).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tracekit.kernels._jit import kernel
+
+#: Column roles (``roles`` argument): not parsed, the timestamp.  Numeric columns have
+#: their slot (>= 0) in ``kinds``.
+ROLE_IGNORED = -1
+ROLE_TIMESTAMP = -2
+#: Numeric kinds (``kinds[:, 0]``), each with its own output array.
+KIND_F32 = 0
+KIND_F64 = 1
+KIND_I64 = 2
+
+#: Length of ``YYYY/MM/DD HH:MM:SS.fff``.
+TS_LENGTH = 23
+
+_POW10_F32 = np.array([10.0**k for k in range(11)], dtype=np.float32)
+_POW10_F64 = np.array([10.0**k for k in range(23)], dtype=np.float64)
+_F32_EXACT = 1 << 24
+_F64_EXACT = 1 << 53
+_MAX_DIGITS = 18  # an int64 holds any 18-digit mantissa
+
+
+@kernel
+def _is_blank(c: int) -> bool:
+    return c == 32 or c == 9 or c == 11 or c == 12 or c == 13
+
+
+@kernel
+def _digits(data, a, n):
+    """Value of ``n`` ASCII digits at ``a``, or -1 when one is not a digit."""
+    v = 0
+    for i in range(a, a + n):
+        d = np.int64(data[i]) - 48
+        if d < 0 or d > 9:
+            return -1
+        v = v * 10 + d
+    return v
+
+
+@kernel
+def _days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y = y - (1 if m <= 2 else 0)
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    mp = m - 3 if m > 2 else m + 9
+    doy = (153 * mp + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+@kernel
+def parse_timestamp_ns(data, a, b):
+    """``YYYY/MM/DD HH:MM:SS.fff`` in ``data[a:b]`` as ns since 1970 (no zone), or
+    ``(False, 0)`` when the field is not exactly that with a valid date and time."""
+    if b - a != TS_LENGTH:
+        return False, np.int64(0)
+    if data[a + 4] != 47 or data[a + 7] != 47 or data[a + 10] != 32:
+        return False, np.int64(0)
+    if data[a + 13] != 58 or data[a + 16] != 58 or data[a + 19] != 46:
+        return False, np.int64(0)
+    year = _digits(data, a, 4)
+    month = _digits(data, a + 5, 2)
+    day = _digits(data, a + 8, 2)
+    hour = _digits(data, a + 11, 2)
+    minute = _digits(data, a + 14, 2)
+    second = _digits(data, a + 17, 2)
+    milli = _digits(data, a + 20, 3)
+    if year < 1 or month < 1 or month > 12 or day < 1 or milli < 0:
+        return False, np.int64(0)
+    if hour < 0 or hour > 23 or minute < 0 or minute > 59 or second < 0 or second > 59:
+        return False, np.int64(0)
+    if month == 2:
+        leap = (year % 4 == 0 and year % 100 != 0) or year % 400 == 0
+        last = 29 if leap else 28
+    elif month == 4 or month == 6 or month == 9 or month == 11:
+        last = 30
+    else:
+        last = 31
+    if day > last:
+        return False, np.int64(0)
+    days = _days_from_civil(year, month, day)
+    secs = ((days * 24 + hour) * 60 + minute) * 60 + second
+    return True, np.int64(secs * 1_000_000_000 + milli * 1_000_000)
+
+
+@kernel
+def parse_decimal(data, a, b):
+    """``-?digits[.digits]`` spanning exactly ``data[a:b]``.
+
+    Returns (ok, negative, mantissa, fraction digits); not ok for anything else or
+    for more than 18 digits."""
+    neg = False
+    i = a
+    if i < b and data[i] == 45:
+        neg = True
+        i += 1
+    m = np.int64(0)
+    nd = 0
+    start = i
+    while i < b and 48 <= data[i] <= 57:
+        m = m * 10 + (np.int64(data[i]) - 48)
+        nd += 1
+        i += 1
+    if i == start:
+        return False, neg, m, 0
+    k = 0
+    if i < b and data[i] == 46:
+        i += 1
+        fstart = i
+        while i < b and 48 <= data[i] <= 57:
+            m = m * 10 + (np.int64(data[i]) - 48)
+            nd += 1
+            i += 1
+        k = i - fstart
+        if k == 0:
+            return False, neg, m, 0
+    if i != b or nd > _MAX_DIGITS:
+        return False, neg, m, 0
+    return True, neg, m, k
+
+
+@kernel
+def _strip_number(data, a, b, strip_set):
+    """The field without trailing strip-set bytes and leading blanks: (a, b)."""
+    while b > a and strip_set[data[b - 1]]:
+        b -= 1
+    while a < b and _is_blank(data[a]):
+        a += 1
+    return a, b
+
+
+@kernel
+def _is_null_token(data, a, b) -> bool:
+    if data[a] == 91:  # '['
+        return True
+    return b - a == 3 and data[a] == 78 and data[a + 1] == 47 and data[a + 2] == 65  # N/A
+
+
+@kernel
+def scan_rows(data, start, stop, n_fields, roles, kinds, strip_sets, header_first,
+              line_out, ts_out, f32_out, f64_out, i64_out, odd_out):
+    """Parse the lines of ``data[start:stop]`` (``start`` at a line start).
+
+    Parameters
+    ----------
+    data
+        uint8 file bytes.
+    start, stop
+        Byte range; ``stop`` is the file end or just after a newline.
+    n_fields
+        Fields per line (commas + 1).
+    roles
+        int64 per field: ``ROLE_IGNORED``, ``ROLE_TIMESTAMP`` or the numeric slot.
+    kinds
+        int64 (slots, 2): (``KIND_*``, row in that kind's output array).
+    strip_sets
+        uint8 (slots, 256): 1 for bytes stripped from the end of the slot's values.
+    header_first
+        uint8 bytes of the header's first field; a line whose first field equals it
+        is a repeated header (odd, and counted).  Empty when the file has none.
+    line_out, ts_out
+        int64 (capacity,): per clean line, its index in the range (0-based) and its
+        local timestamp (ns).
+    f32_out, f64_out, i64_out
+        (rows of that kind, capacity): values of clean lines (NaN for null tokens).
+    odd_out
+        int64 (odd capacity, 3): per odd line, byte start, byte end (without the
+        newline) and its index in the range.
+
+    Returns
+    -------
+    (clean, odd, lines, headers)
+        Clean lines written, odd lines seen (may exceed the odd capacity, then only
+        the first ones are listed), lines in the range, repeated headers seen.
+    """
+    cap = line_out.shape[0]
+    odd_cap = odd_out.shape[0]
+    n_head = header_first.shape[0]
+    n = 0
+    n_odd = 0
+    n_headers = 0
+    line = 0
+    pos = start
+    while pos < stop:
+        ok = n < cap
+        field = 0
+        fs = pos
+        ls = pos
+        while True:
+            fe = fs
+            while fe < stop:
+                c = data[fe]
+                if c == 44 or c == 10:
+                    break
+                if c >= 128:
+                    ok = False
+                fe += 1
+            end_line = fe >= stop or data[fe] == 10
+            ce = fe
+            if end_line and ce > fs and data[ce - 1] == 13:
+                ce -= 1  # CRLF
+            if field == 0 and n_head > 0 and ce - fs == n_head:
+                same = True
+                for j in range(n_head):
+                    if data[fs + j] != header_first[j]:
+                        same = False
+                        break
+                if same:
+                    n_headers += 1
+                    ok = False
+            if ok:
+                if ce == fs or field >= n_fields:
+                    ok = False
+                else:
+                    for j in range(fs, ce):
+                        if data[j] == 13:
+                            ok = False
+                            break
+            if ok:
+                role = roles[field]
+                if role == ROLE_TIMESTAMP:
+                    good, ts = parse_timestamp_ns(data, fs, ce)
+                    if good:
+                        ts_out[n] = ts
+                    else:
+                        ok = False
+                elif role >= 0:
+                    kind = kinds[role, 0]
+                    row = kinds[role, 1]
+                    a, b = _strip_number(data, fs, ce, strip_sets[role])
+                    if b == a:
+                        ok = False
+                    elif kind == KIND_I64:
+                        v = _digits(data, a, b - a) if b - a <= _MAX_DIGITS else -1
+                        if v < 0:
+                            ok = False
+                        else:
+                            i64_out[row, n] = v
+                    elif _is_null_token(data, a, b):
+                        if kind == KIND_F32:
+                            f32_out[row, n] = np.float32(np.nan)
+                        else:
+                            f64_out[row, n] = np.nan
+                    else:
+                        good, neg, m, k = parse_decimal(data, a, b)
+                        if not good:
+                            ok = False
+                        elif kind == KIND_F32:
+                            if m >= _F32_EXACT or k > 10:
+                                ok = False
+                            else:
+                                v32 = np.float32(m) / _POW10_F32[k]
+                                f32_out[row, n] = -v32 if neg else v32
+                        else:
+                            if m >= _F64_EXACT or k > 22:
+                                ok = False
+                            else:
+                                v64 = np.float64(m) / _POW10_F64[k]
+                                f64_out[row, n] = -v64 if neg else v64
+            field += 1
+            if end_line:
+                break
+            fs = fe + 1
+        if field != n_fields:
+            ok = False
+        if ok:
+            line_out[n] = line
+            n += 1
+        else:
+            if n_odd < odd_cap:
+                le = fe
+                odd_out[n_odd, 0] = ls
+                odd_out[n_odd, 1] = le
+                odd_out[n_odd, 2] = line
+            n_odd += 1
+        line += 1
+        pos = fe + 1
+    return n, n_odd, line, n_headers
