@@ -124,7 +124,7 @@ UTF8_BOM = b"\xef\xbb\xbf"
 #: Byte-level fast path: threads at most, bytes per thread at least, odd lines (not
 #: clean data rows) handed to the exact path at most (or 1 in 20 rows, if more).
 FAST_MAX_THREADS = 4
-FAST_SPLIT_BYTES = 4 << 20
+FAST_SPLIT_BYTES = 1 << 20
 FAST_ODD_LINES = 4096
 #: Bytes read to find the header and name the columns of noheader files.
 HEAD_BYTES = 256 * 1024

@@ -77,7 +77,7 @@ def _days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
-@kernel
+@kernel(inline="always")
 def parse_timestamp_ns(data, a, b):
     """``YYYY/MM/DD HH:MM:SS.fff`` in ``data[a:b]`` as ns since 1970 (no zone), or
     ``(False, 0)`` when the field is not exactly that with a valid date and time."""
@@ -112,57 +112,63 @@ def parse_timestamp_ns(data, a, b):
     return True, np.int64(secs * 1_000_000_000 + milli * 1_000_000)
 
 
-@kernel
-def parse_decimal(data, a, b):
-    """``-?digits[.digits]`` spanning exactly ``data[a:b]``.
+#: :func:`parse_number` outcomes.
+NUMBER = 0
+NULL = 1
+ODD = 2
 
-    Returns (ok, negative, mantissa, fraction digits); not ok for anything else or
-    for more than 18 digits."""
-    neg = False
+
+@kernel(inline="always")
+def parse_number(data, a, b, strip_sets, slot):
+    """A numeric field ``data[a:b]``: leading blanks, then a null token (``[...``,
+    ``N/A``) or ``-?digits[.digits]`` (at most 18 digits), then only bytes of the slot's strip set (``strip_sets[slot]``).
+
+    Returns (outcome, negative, mantissa, fraction digits), outcome one of
+    ``NUMBER``, ``NULL``, ``ODD``.  Equals stripping the strip set from the end and
+    blanks from the front, then matching, as long as the strip set holds no digit,
+    ``.``, ``-``, ``[``, ``N``, ``/`` or ``A`` (the caller checks).
+    """
     i = a
-    if i < b and data[i] == 45:
+    while i < b and _is_blank(data[i]):
+        i += 1
+    if i == b:
+        return ODD, False, np.int64(0), 0
+    c = data[i]
+    if c == 91:  # '[': [N/A], [Not Supported], ...
+        return NULL, False, np.int64(0), 0
+    if c == 78:  # N/A
+        if b - i < 3 or data[i + 1] != 47 or data[i + 2] != 65:
+            return ODD, False, np.int64(0), 0
+        i += 3
+        while i < b and strip_sets[slot, data[i]]:
+            i += 1
+        return (NULL if i == b else ODD), False, np.int64(0), 0
+    neg = False
+    if c == 45:
         neg = True
         i += 1
     m = np.int64(0)
-    nd = 0
     start = i
     while i < b and 48 <= data[i] <= 57:
         m = m * 10 + (np.int64(data[i]) - 48)
-        nd += 1
         i += 1
-    if i == start:
-        return False, neg, m, 0
+    nd = i - start
     k = 0
-    if i < b and data[i] == 46:
+    if nd > 0 and i < b and data[i] == 46:
         i += 1
         fstart = i
         while i < b and 48 <= data[i] <= 57:
             m = m * 10 + (np.int64(data[i]) - 48)
-            nd += 1
             i += 1
         k = i - fstart
         if k == 0:
-            return False, neg, m, 0
-    if i != b or nd > _MAX_DIGITS:
-        return False, neg, m, 0
-    return True, neg, m, k
-
-
-@kernel
-def _strip_number(data, a, b, strip_set):
-    """The field without trailing strip-set bytes and leading blanks: (a, b)."""
-    while b > a and strip_set[data[b - 1]]:
-        b -= 1
-    while a < b and _is_blank(data[a]):
-        a += 1
-    return a, b
-
-
-@kernel
-def _is_null_token(data, a, b) -> bool:
-    if data[a] == 91:  # '['
-        return True
-    return b - a == 3 and data[a] == 78 and data[a + 1] == 47 and data[a + 2] == 65  # N/A
+            return ODD, neg, m, 0
+        nd += k
+    if nd == 0 or nd > _MAX_DIGITS:
+        return ODD, neg, m, 0
+    while i < b and strip_sets[slot, data[i]]:
+        i += 1
+    return (NUMBER if i == b else ODD), neg, m, k
 
 
 @kernel
@@ -217,12 +223,13 @@ def scan_rows(data, start, stop, n_fields, roles, kinds, strip_sets, header_firs
         ls = pos
         while True:
             fe = fs
+            special = False  # CR or non-ASCII in the field
             while fe < stop:
                 c = data[fe]
                 if c == 44 or c == 10:
                     break
-                if c >= 128:
-                    ok = False
+                if c == 13 or c >= 128:
+                    special = True
                 fe += 1
             end_line = fe >= stop or data[fe] == 10
             ce = fe
@@ -237,14 +244,13 @@ def scan_rows(data, start, stop, n_fields, roles, kinds, strip_sets, header_firs
                 if same:
                     n_headers += 1
                     ok = False
-            if ok:
-                if ce == fs or field >= n_fields:
-                    ok = False
-                else:
-                    for j in range(fs, ce):
-                        if data[j] == 13:
-                            ok = False
-                            break
+            if ok and special:
+                for j in range(fs, ce):
+                    if data[j] == 13 or data[j] >= 128:
+                        ok = False
+                        break
+            if ok and (ce == fs or field >= n_fields):
+                ok = False
             if ok:
                 role = roles[field]
                 if role == ROLE_TIMESTAMP:
@@ -256,36 +262,30 @@ def scan_rows(data, start, stop, n_fields, roles, kinds, strip_sets, header_firs
                 elif role >= 0:
                     kind = kinds[role, 0]
                     row = kinds[role, 1]
-                    a, b = _strip_number(data, fs, ce, strip_sets[role])
-                    if b == a:
+                    outcome, neg, m, k = parse_number(data, fs, ce, strip_sets, role)
+                    if outcome == ODD:
                         ok = False
                     elif kind == KIND_I64:
-                        v = _digits(data, a, b - a) if b - a <= _MAX_DIGITS else -1
-                        if v < 0:
+                        if outcome == NULL or neg or k > 0:
                             ok = False
                         else:
-                            i64_out[row, n] = v
-                    elif _is_null_token(data, a, b):
+                            i64_out[row, n] = m
+                    elif outcome == NULL:
                         if kind == KIND_F32:
                             f32_out[row, n] = np.float32(np.nan)
                         else:
                             f64_out[row, n] = np.nan
-                    else:
-                        good, neg, m, k = parse_decimal(data, a, b)
-                        if not good:
+                    elif kind == KIND_F32:
+                        if m >= _F32_EXACT or k > 10:
                             ok = False
-                        elif kind == KIND_F32:
-                            if m >= _F32_EXACT or k > 10:
-                                ok = False
-                            else:
-                                v32 = np.float32(m) / _POW10_F32[k]
-                                f32_out[row, n] = -v32 if neg else v32
                         else:
-                            if m >= _F64_EXACT or k > 22:
-                                ok = False
-                            else:
-                                v64 = np.float64(m) / _POW10_F64[k]
-                                f64_out[row, n] = -v64 if neg else v64
+                            v32 = np.float32(m) / _POW10_F32[k]
+                            f32_out[row, n] = -v32 if neg else v32
+                    elif m >= _F64_EXACT or k > 22:
+                        ok = False
+                    else:
+                        v64 = np.float64(m) / _POW10_F64[k]
+                        f64_out[row, n] = -v64 if neg else v64
             field += 1
             if end_line:
                 break
@@ -297,9 +297,8 @@ def scan_rows(data, start, stop, n_fields, roles, kinds, strip_sets, header_firs
             n += 1
         else:
             if n_odd < odd_cap:
-                le = fe
                 odd_out[n_odd, 0] = ls
-                odd_out[n_odd, 1] = le
+                odd_out[n_odd, 1] = fe
                 odd_out[n_odd, 2] = line
             n_odd += 1
         line += 1
