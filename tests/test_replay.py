@@ -284,6 +284,22 @@ def test_zoh_energy_matches_naive():
     assert e[0] == pytest.approx(naive_energy(ts, p, 5 * MS, MS), rel=1e-12)
 
 
+def test_level_series_equals_aggregate_all():
+    from tracekit.analysis import aggregate as agg
+    from tracekit.replay.engine import level_series
+
+    ts = _traceset(training(gpus=40, seconds=4, seed=2, hosts_per_rack=2, drop_fraction=0.01, gaps=1))
+    a = ts.arrays()
+    grid = agg.make_grid(a, 0.001)
+    ref, ref_peaks, _ = agg.aggregate_all(a, grid, 5.0, levels=("cluster", "rack", "host"), heatmap_columns=0)
+    got, peaks = level_series(a, grid, 5.0)
+    assert peaks == ref_peaks
+    for level in ("cluster", "rack", "host"):
+        assert got[level].groups == ref[level].groups
+        np.testing.assert_allclose(got[level].power_w, ref[level].power_w, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(got[level].coverage, ref[level].coverage, rtol=1e-12, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- identity and invariants
 
 

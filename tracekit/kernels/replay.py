@@ -182,19 +182,48 @@ def _solve_clock(hi, f_hi, cap, a, g, sums, rows_f, row_w, r_first, r_last):
 
 
 @kernel
+def _window_clock(xl, cap, has_cap, a, g, sums, rows_f, row_w, r_first, r_last):
+    """The window's clock ratio: the lock's, or lower where the cap needs it."""
+    x = xl
+    if has_cap:
+        f_hi = _window_mean(x, a, g, sums, rows_f, row_w, r_first, r_last) - cap
+        if f_hi > 0.0:
+            x = _solve_clock(x, f_hi, cap, a, g, sums, rows_f, row_w, r_first, r_last)
+    return x
+
+
+@kernel
+def _fold_rows(y, rows_f, row_w, row_out, r_first, r_last):
+    """After a window: its compute joins its rows' replayed compute time; the rows'
+    window sums are cleared."""
+    for q in range(r_first, r_last + 1):
+        if row_w[q, _RW_TD] > 0.0 or rows_f[q, RF_TAIL_C] <= 0.0:
+            row_out[q, RO_M] = _row_m(q, y, rows_f, row_w)
+        row_w[q, _RW_E] += row_w[q, _RW_C0] + y * row_w[q, _RW_C1]
+        row_out[q, RO_E] = row_w[q, _RW_E]
+        row_w[q, _RW_C0] = 0.0
+        row_w[q, _RW_C1] = 0.0
+        row_w[q, _RW_TB] = 0.0
+        row_w[q, _RW_TQ] = 0.0
+        row_w[q, _RW_TD] = 0.0
+
+
+@kernel
 def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, betas, iparams, win_offsets,
                           row_offsets, rows_i, rows_f, row_w, g_lo, g_hi,
-                          out_power, out_ts, out_win, phase_ns, row_out):
+                          out_power, out_ts, out_win, phase_ns, row_out, summ, summ_i, pairs):
     window_ns = iparams[0]
     max_gap_ns = iparams[1]
     hold_ns = iparams[2]
     write = iparams[3] != 0
     has_clock = clock_mhz.shape[0] > 0
     has_rows = rows_i.shape[0] > 0
+    keep = summ.shape[0] > 0
     sums = np.zeros(8)
     for g in range(g_lo, g_hi):
         a0 = offsets[g]
         b = offsets[g + 1]
+        pair = win_offsets[g] + (row_offsets[g] if has_rows else 0)
         r_lo = 0
         r_hi = 0
         if has_rows:
@@ -298,12 +327,21 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
                     if not nan:
                         sums[6] += pl * d
                         sums[7] += d
-            x = xl
-            if has_cap:
-                f_hi = _window_mean(x, ca, ge, sums, rows_f, row_w, r_first, r_last) - cap
-                if f_hi > 0.0:
-                    x = _solve_clock(x, f_hi, cap, ca, ge, sums, rows_f, row_w, r_first, r_last)
             slot = slot0 + (wid - w_first)
+            if keep:  # the window as a few numbers, for solve_windows
+                for c in range(8):
+                    summ[slot, c] = sums[c]
+                summ[slot, 8] = xl
+                summ[slot, 9] = f0w
+                summ[slot, 10] = s_c
+                summ_i[slot, 0] = r_first
+                summ_i[slot, 1] = r_last
+                summ_i[slot, 2] = pair
+                for q in range(r_first, r_last + 1):
+                    for c in range(5):
+                        pairs[pair, c] = row_w[q, _RW_C0 + c]
+                    pair += 1
+            x = _window_clock(xl, cap, has_cap, ca, ge, sums, rows_f, row_w, r_first, r_last)
             out_win[slot, W_X] = x
             out_win[slot, W_F0_MHZ] = f0w
             out_win[slot, W_COVERED_NS] = s_c
@@ -358,18 +396,37 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
                 acc += d + gap
             if write:
                 out_win[slot, W_MEAN_W] = e_w / t_w if t_w > 0.0 else np.nan
-            # the window's compute joins its rows' replayed compute time
-            for q in range(r_first, r_last + 1):
-                if row_w[q, _RW_TD] > 0.0 or rows_f[q, RF_TAIL_C] <= 0.0:
-                    row_out[q, RO_M] = _row_m(q, y, rows_f, row_w)
-                row_w[q, _RW_E] += row_w[q, _RW_C0] + y * row_w[q, _RW_C1]
-                row_out[q, RO_E] = row_w[q, _RW_E]
-                row_w[q, _RW_C0] = 0.0
-                row_w[q, _RW_C1] = 0.0
-                row_w[q, _RW_TB] = 0.0
-                row_w[q, _RW_TQ] = 0.0
-                row_w[q, _RW_TD] = 0.0
+            _fold_rows(y, rows_f, row_w, row_out, r_first, r_last)
             i = j
+
+
+@kernel
+def _summary_solve_kernel(summ, summ_i, pairs, win_offsets, row_offsets, gparams, rows_f, row_w, g_lo, g_hi,
+                          out_win, row_out):
+    has_rows = rows_f.shape[0] > 0
+    for g in range(g_lo, g_hi):
+        if has_rows:
+            for q in range(row_offsets[g], row_offsets[g + 1]):
+                for c in range(6):
+                    row_w[q, c] = 0.0
+        cap = gparams[g, G_CAP_W]
+        has_cap = np.isfinite(cap)
+        ca = gparams[g, G_A]
+        ge = gparams[g, G_EXP]
+        for w in range(win_offsets[g], win_offsets[g + 1]):
+            p0 = summ_i[w, 2]
+            if p0 < 0:
+                continue
+            r_first = summ_i[w, 0]
+            r_last = summ_i[w, 1]
+            for q in range(r_first, r_last + 1):
+                for c in range(5):
+                    row_w[q, _RW_C0 + c] = pairs[p0 + q - r_first, c]
+            x = _window_clock(summ[w, 8], cap, has_cap, ca, ge, summ[w, :8], rows_f, row_w, r_first, r_last)
+            out_win[w, W_X] = x
+            out_win[w, W_F0_MHZ] = summ[w, 9]
+            out_win[w, W_COVERED_NS] = summ[w, 10]
+            _fold_rows(1.0 / x - 1.0, rows_f, row_w, row_out, r_first, r_last)
 
 
 class ClockWindows(NamedTuple):
@@ -395,6 +452,8 @@ class ClockWindows(NamedTuple):
     rows : ndarray of float64, shape (n_rows, 2)
         Per row: replayed compute time ``e'`` (ns, with gap remainders) and the wait
         multiplier ``m``.
+    summary : WindowSummary or None
+        The windows' sums (``keep_summary=True``), for :func:`solve_windows`.
     """
 
     power_w: NDArray[np.float32]
@@ -403,6 +462,21 @@ class ClockWindows(NamedTuple):
     win_offsets: NDArray[np.int64]
     phase_ns: NDArray[np.float64]
     rows: NDArray[np.float64]
+    summary: "WindowSummary | None" = None
+
+
+class WindowSummary(NamedTuple):
+    """What the clock of every window depends on, once the samples are read: the
+    throttled and fixed samples' sums, the lock's ratio, and per row the window's
+    compute and wait sums.  Valid for one trace, labels, lock and cap, and one row
+    layout (rows ``a, z, n``); the rows' ``avail`` and ``el`` may change."""
+
+    sums: NDArray[np.float64]  # (n_windows, 11): 8 sums, lock ratio, f0, covered ns
+    index: NDArray[np.int64]  # (n_windows, 3): first row, last row, first pair (-1: no samples)
+    pairs: NDArray[np.float64]  # (n_windows + n_rows, 5): C0, C1, TB, TQ, TD per window and row
+    win_offsets: NDArray[np.int64]
+    row_offsets: NDArray[np.int64]
+    n_rows: int
 
 
 def window_offsets(ts_ns: NDArray[np.int64], offsets: NDArray[np.int64], window_ns: int) -> NDArray[np.int64]:
@@ -503,6 +577,7 @@ def clock_windows(
     out_ts: NDArray[np.int64] | None = None,
     write: bool = True,
     check_sorted: bool = True,
+    keep_summary: bool = False,
 ) -> ClockWindows:
     """Clock ratio per controller window under a lock and/or cap, with synchronous
     waits solved in the same pass; replayed power and time of every sample (rules in
@@ -542,6 +617,10 @@ def clock_windows(
     check_sorted : bool
         Check that times are sorted within each GPU (skip only for arrays already
         checked, e.g. the same trace again).
+    keep_summary : bool
+        Also return the windows' sums (:class:`WindowSummary`): :func:`solve_windows`
+        then solves the clocks and waits again for other row parameters without
+        reading the samples, with bitwise the same arithmetic.
 
     Returns
     -------
@@ -598,13 +677,56 @@ def clock_windows(
     row_out = np.zeros((n_rows, 2))
     row_out[:, RO_M] = 1.0
     iparams = np.array([window, max_gap, hold, int(bool(write))], dtype=np.int64)
+    n_win = int(win_off[-1])
+    if keep_summary:
+        summ = np.zeros((n_win, 11))
+        summ_i = np.full((n_win, 3), -1, dtype=np.int64)
+        pairs = np.zeros((n_win + n_rows, 5))
+    else:
+        summ, summ_i, pairs = np.zeros((0, 11)), np.zeros((0, 3), dtype=np.int64), np.zeros((0, 5))
 
     def run(lo: int, hi: int) -> None:
         _clock_windows_kernel(ts, power, lab, clk, off, gp, bt, iparams, win_off, rows.offsets, rows.azn,
-                              rows.params, row_w, lo, hi, out_power, out_ts, out_win, phase_ns, row_out)
+                              rows.params, row_w, lo, hi, out_power, out_ts, out_win, phase_ns, row_out,
+                              summ, summ_i, pairs)
 
     _run_ranges(run, off, workers)
-    return ClockWindows(out_power, out_ts, out_win, win_off, phase_ns, row_out)
+    summary = WindowSummary(summ, summ_i, pairs, win_off, rows.offsets, n_rows) if keep_summary else None
+    return ClockWindows(out_power, out_ts, out_win, win_off, phase_ns, row_out, summary)
+
+
+def solve_windows(summary: WindowSummary, gpu_params: NDArray[np.float64], rows: Rows, *,
+                  workers: int | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Clocks and waits again from a :class:`WindowSummary`, for new row parameters
+    (or a new cap): the ``windows`` and ``rows`` outputs of :func:`clock_windows`
+    with ``write=False``, bitwise, in O(windows + rows) instead of O(samples).
+
+    ``rows`` must have the layout (offsets, ``a, z, n``) the summary was made with.
+    """
+    func = "solve_windows"
+    n_gpus = summary.win_offsets.size - 1
+    gp = float64_array(func, "gpu_params", gpu_params, ndim=2)
+    if gp.shape != (n_gpus, N_GPU_PARAMS):
+        raise SchemaError(f"{func}: gpu_params must have shape ({n_gpus}, {N_GPU_PARAMS}), got {gp.shape}")
+    params = float64_array(func, "rows.params", rows.params, ndim=2)
+    if params.shape != (summary.n_rows, 4) or not np.array_equal(rows.offsets, summary.row_offsets):
+        raise SchemaError(f"{func}: rows must have the layout the summary was made with ({summary.n_rows} rows)")
+    caps = gp[:, G_CAP_W]
+    if (caps[np.isfinite(caps)] <= gp[np.isfinite(caps), G_IDLE_W]).any():
+        raise ParameterError(f"{func}: every cap must lie above the GPU's idle power")
+    n_win = int(summary.win_offsets[-1])
+    out_win = np.full((n_win, N_WINDOW_COLUMNS), np.nan)
+    row_w = np.zeros((summary.n_rows, 6))
+    row_out = np.zeros((summary.n_rows, 2))
+    row_out[:, RO_M] = 1.0
+    roff = summary.row_offsets if summary.n_rows else np.zeros(n_gpus + 1, dtype=np.int64)
+
+    def run(lo: int, hi: int) -> None:
+        _summary_solve_kernel(summary.sums, summary.index, summary.pairs, summary.win_offsets, roff, gp, params,
+                              row_w, lo, hi, out_win, row_out)
+
+    _run_ranges(run, summary.win_offsets, workers)
+    return out_win, row_out
 
 
 # --------------------------------------------------------------------------- row sums
@@ -789,8 +911,8 @@ def window_means(
 
 
 @kernel
-def _zoh_energy_kernel(ts_ns, power_w, offsets, max_gap_ns, hold_ns, out_j, out_s):
-    for g in range(offsets.shape[0] - 1):
+def _zoh_energy_kernel(ts_ns, power_w, offsets, max_gap_ns, hold_ns, g_lo, g_hi, out_j, out_s):
+    for g in range(g_lo, g_hi):
         b = offsets[g + 1]
         e = 0.0
         t = 0.0
@@ -818,8 +940,13 @@ def zoh_energy(
     off = _check_csr(func, offsets, n)
     out_j = np.zeros(off.size - 1)
     out_s = np.zeros(off.size - 1)
-    _zoh_energy_kernel(ts, power, off, int_param(func, "max_gap_ns", max_gap_ns, minimum=0),
-                       int_param(func, "hold_ns", hold_ns, minimum=0), out_j, out_s)
+    max_gap = int_param(func, "max_gap_ns", max_gap_ns, minimum=0)
+    hold = int_param(func, "hold_ns", hold_ns, minimum=0)
+
+    def run(lo: int, hi: int) -> None:
+        _zoh_energy_kernel(ts, power, off, max_gap, hold, lo, hi, out_j, out_s)
+
+    _run_ranges(run, off, None)
     return out_j, out_s
 
 

@@ -55,8 +55,8 @@ FULL_COVERAGE = 0.999
 #: Relative tolerance of the cap over the controller window (float32 power output).
 CAP_RTOL = 1e-6
 #: Synchronous iterations have settled when no extra iteration length moves by more
-#: than this share of the sampling period (times finer than a sample mean nothing).
-SYNC_TOL = 0.1
+#: than this share of the sampling period (the data do not resolve finer times).
+SYNC_TOL = 0.5
 
 Sync = Literal["auto", "on", "off"]
 
@@ -336,8 +336,7 @@ def build_context(traceset, options: ReplayOptions, progress: Callable[[str], No
     )
     progress("baseline")
     grid = agg.make_grid(arrays, resolution_s)
-    series, peaks, _ = agg.aggregate_all(arrays, grid, options.max_gap_s, levels=("cluster", "rack", "host"),
-                                         heatmap_columns=0)
+    series, peaks = level_series(arrays, grid, options.max_gap_s)
     if options.sync == "on" and det.workload != "training":
         raise PolicyError("--sync on couples synchronous training iterations; this trace is inference")
     if det.workload == "training" and options.sync != "off":
@@ -521,7 +520,9 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
     does it.  With them each pass solves clocks and waits exactly for given extra
     iteration lengths and critical GPUs; the extra lengths then follow from the
     critical GPUs' replayed compute, and passes repeat until they no longer change
-    (by more than ``SYNC_TOL`` of the sampling period), usually two to five.
+    (by more than ``SYNC_TOL`` of the sampling period), usually two to five.  Only
+    the first pass and the last (which writes the replayed samples) read the samples;
+    the others work on the windows' sums (:func:`tracekit.kernels.replay.solve_windows`).
     """
     arrays = ctx.arrays
     if not res.clocks:
@@ -539,11 +540,16 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
         d_len = np.zeros(len(it.base_end_ns))
         crit = it.crit.copy()
         settled = False
+        summary = None
         for rounds in range(1, max(1, ctx.options.max_rounds) + 1):
             rows = K.Rows(it.offsets, it.azn, _row_params(it, d_len, crit))
-            cw = K.clock_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas, rows=rows,
-                                 write=False, check_sorted=rounds == 1, **common)
-            new_len, new_crit = _extra_length(it, cw.rows[:, K.RO_E])
+            if summary is None:  # read the samples once; later rounds work on the windows' sums
+                cw = K.clock_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas,
+                                     rows=rows, write=False, keep_summary=True, **common)
+                summary, row_out = cw.summary, cw.rows
+            else:
+                _, row_out = K.solve_windows(summary, gp, rows, workers=ctx.options.workers)
+            new_len, new_crit = _extra_length(it, row_out[:, K.RO_E])
             moved = float(np.abs(new_len - d_len).max())
             done = np.array_equal(new_crit, crit) and moved <= SYNC_TOL * ctx.hold_ns
             d_len, crit = new_len, new_crit
@@ -569,6 +575,30 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
 # --------------------------------------------------------------------------- figures
 
 
+def level_series(arrays: GpuArrays, grid, max_gap_s: float) -> tuple[dict, dict]:
+    """Host, rack and cluster series on ``grid`` (:func:`tracekit.analysis.aggregate.
+    aggregate_all` for hosts; racks and the cluster are sums of their hosts, a host
+    lying in one rack), and each GPU's peak cell mean."""
+    from tracekit.analysis import aggregate as agg
+
+    series, peaks, _ = agg.aggregate_all(arrays, grid, max_gap_s, levels=("host",), heatmap_columns=0)
+    hosts = series["host"]
+    host_names, host_of_gpu, _ = arrays.groups("host")
+    sizes = np.array([len(m) for m in hosts.members], dtype=np.float64)
+    gpu_time = hosts.coverage * sizes[:, None]  # GPU-cells covered
+    power = np.nan_to_num(hosts.power_w, nan=0.0)
+    for level in ("rack", "cluster"):
+        names, group_of_gpu, members = arrays.groups(level)
+        member = np.zeros((len(names), len(host_names)))
+        member[group_of_gpu, host_of_gpu] = 1.0
+        time_sum = member @ gpu_time
+        p = member @ power
+        p[time_sum <= 0] = np.nan
+        n = np.array([len(m) for m in members], dtype=np.float64)[:, None]
+        series[level] = agg.LevelSeries(level, names, members, p, np.clip(time_sum / n, 0.0, 1.0))
+    return series, peaks
+
+
 def _masked(power_w: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     out = np.array(power_w, dtype=np.float64)
     full = coverage >= FULL_COVERAGE
@@ -592,8 +622,7 @@ def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | N
 
     if grid_inputs is None:
         grid = agg.make_grid(arrays, ctx.resolution_s)
-        series, peaks, _ = agg.aggregate_all(arrays, grid, ctx.options.max_gap_s, levels=("cluster", "rack", "host"),
-                                             heatmap_columns=0)
+        series, peaks = level_series(arrays, grid, ctx.options.max_gap_s)
     else:
         grid, series, peaks = grid_inputs["grid"], grid_inputs["series"], grid_inputs["peaks"]
     cluster = series["cluster"]
