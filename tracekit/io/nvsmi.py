@@ -850,8 +850,8 @@ def _kernel_layout(
     layout: _Layout, col: dict[str, str], numbers: dict[str, tuple[str, str | None, pl.DataType]]
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.uint8], list[str]] | None:
     """(roles, kinds, strip sets, slot names) for :func:`tracekit.kernels.csvparse.scan_rows`;
-    None where a unit could change what a number reads (digits, ``.``, signs, non-ASCII
-    in it), so the exact path must parse."""
+    None where a unit could change what a number or null token reads (digits, ``.``,
+    signs, ``[``, ``N``, ``/``, ``A`` or non-ASCII in it), so the exact path must parse."""
     from tracekit.kernels import csvparse
 
     roles = np.full(len(layout.names), csvparse.ROLE_IGNORED, dtype=np.int64)
@@ -875,7 +875,7 @@ def _kernel_layout(
         kinds[slot] = (kind, counts[kind])
         counts[kind] += 1
         if unit and not integer:
-            if not unit.isascii() or any(c in unit for c in "0123456789.+-"):
+            if not unit.isascii() or any(c in unit for c in "0123456789.+-[N/A"):
                 return None
             chars = " \t\r" + unit
         else:  # stripped of blanks on both sides

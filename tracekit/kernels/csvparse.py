@@ -16,11 +16,14 @@ nvidia-smi reader's reference is Polars' string cast): ``m / 10**k`` with ``m`` 
 ``10**k`` exactly representable, one division in the target precision (Clinger's
 fast path): float32 for ``m < 2**24, k <= 10``, float64 for ``m < 2**53, k <= 22``.
 
-Strip rule of a numeric field (the reader's ``_stripped_expr``): trailing bytes in the
-column's strip set (blank, tab, CR and the characters of its unit) are removed, then
-leading ASCII blanks.  What is left is a null token when it starts with ``[`` or is
-``N/A`` (value NaN), else it must be a plain number.  An integer column (the GPU
-``index``) is stripped of blanks on both sides and must be ``digits`` (up to 18).
+Numeric field grammar (:func:`parse_number`): leading blanks; then ``[...`` or
+``N/A`` (a null token, value NaN) or ``-?digits[.digits]``; then only bytes of the
+column's *strip set* (blank, tab, CR and the characters of its unit, e.g. `` W``).
+This equals the reader's exact rule (strip the set from the end and blanks from the
+front, then match; ``_stripped_expr`` in :mod:`tracekit.io.nvsmi`) as long as the
+strip set holds no digit, ``.``, ``-``, ``+``, ``[``, ``N``, ``/`` or ``A``, which the
+caller checks.  Integer columns (the GPU ``index``) take ``digits`` only, with
+blanks around.
 """
 
 from __future__ import annotations
@@ -53,30 +56,6 @@ def _is_blank(c: int) -> bool:
     return c == 32 or c == 9 or c == 11 or c == 12 or c == 13
 
 
-@kernel
-def _digits(data, a, n):
-    """Value of ``n`` ASCII digits at ``a``, or -1 when one is not a digit."""
-    v = 0
-    for i in range(a, a + n):
-        d = np.int64(data[i]) - 48
-        if d < 0 or d > 9:
-            return -1
-        v = v * 10 + d
-    return v
-
-
-@kernel
-def _days_from_civil(y, m, d):
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
-    y = y - (1 if m <= 2 else 0)
-    era = (y if y >= 0 else y - 399) // 400
-    yoe = y - era * 400
-    mp = m - 3 if m > 2 else m + 9
-    doy = (153 * mp + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
 @kernel(inline="always")
 def parse_timestamp_ns(data, a, b):
     """``YYYY/MM/DD HH:MM:SS.fff`` in ``data[a:b]`` as ns since 1970 (no zone), or
@@ -87,16 +66,39 @@ def parse_timestamp_ns(data, a, b):
         return False, np.int64(0)
     if data[a + 13] != 58 or data[a + 16] != 58 or data[a + 19] != 46:
         return False, np.int64(0)
-    year = _digits(data, a, 4)
-    month = _digits(data, a + 5, 2)
-    day = _digits(data, a + 8, 2)
-    hour = _digits(data, a + 11, 2)
-    minute = _digits(data, a + 14, 2)
-    second = _digits(data, a + 17, 2)
-    milli = _digits(data, a + 20, 3)
-    if year < 1 or month < 1 or month > 12 or day < 1 or milli < 0:
+    # digit values; any non-digit makes ``bad`` negative (d < 0 or 9 - d < 0)
+    bad = np.int64(0)
+    d0 = np.int64(data[a]) - 48
+    d1 = np.int64(data[a + 1]) - 48
+    d2 = np.int64(data[a + 2]) - 48
+    d3 = np.int64(data[a + 3]) - 48
+    d5 = np.int64(data[a + 5]) - 48
+    d6 = np.int64(data[a + 6]) - 48
+    d8 = np.int64(data[a + 8]) - 48
+    d9 = np.int64(data[a + 9]) - 48
+    d11 = np.int64(data[a + 11]) - 48
+    d12 = np.int64(data[a + 12]) - 48
+    d14 = np.int64(data[a + 14]) - 48
+    d15 = np.int64(data[a + 15]) - 48
+    d17 = np.int64(data[a + 17]) - 48
+    d18 = np.int64(data[a + 18]) - 48
+    d20 = np.int64(data[a + 20]) - 48
+    d21 = np.int64(data[a + 21]) - 48
+    d22 = np.int64(data[a + 22]) - 48
+    bad = (d0 | d1 | d2 | d3 | d5 | d6 | d8 | d9 | d11 | d12 | d14 | d15 | d17 | d18 | d20 | d21 | d22)
+    bad |= (9 - d0) | (9 - d1) | (9 - d2) | (9 - d3) | (9 - d5) | (9 - d6) | (9 - d8) | (9 - d9)
+    bad |= (9 - d11) | (9 - d12) | (9 - d14) | (9 - d15) | (9 - d17) | (9 - d18) | (9 - d20)
+    bad |= (9 - d21) | (9 - d22)
+    if bad < 0:
         return False, np.int64(0)
-    if hour < 0 or hour > 23 or minute < 0 or minute > 59 or second < 0 or second > 59:
+    year = ((d0 * 10 + d1) * 10 + d2) * 10 + d3
+    month = d5 * 10 + d6
+    day = d8 * 10 + d9
+    hour = d11 * 10 + d12
+    minute = d14 * 10 + d15
+    second = d17 * 10 + d18
+    milli = (d20 * 10 + d21) * 10 + d22
+    if year < 1 or month < 1 or month > 12 or day < 1 or hour > 23 or minute > 59 or second > 59:
         return False, np.int64(0)
     if month == 2:
         leap = (year % 4 == 0 and year % 100 != 0) or year % 400 == 0
@@ -107,9 +109,15 @@ def parse_timestamp_ns(data, a, b):
         last = 31
     if day > last:
         return False, np.int64(0)
-    days = _days_from_civil(year, month, day)
+    # days since 1970-01-01 of the proleptic Gregorian date (H. Hinnant's algorithm)
+    y = year - (1 if month <= 2 else 0)
+    era = y // 400
+    yoe = y - era * 400
+    mp = month - 3 if month > 2 else month + 9
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + (153 * mp + 2) // 5 + day - 1
+    days = era * 146097 + doe - 719468
     secs = ((days * 24 + hour) * 60 + minute) * 60 + second
-    return True, np.int64(secs * 1_000_000_000 + milli * 1_000_000)
+    return True, secs * 1_000_000_000 + milli * 1_000_000
 
 
 #: :func:`parse_number` outcomes.
@@ -121,12 +129,11 @@ ODD = 2
 @kernel(inline="always")
 def parse_number(data, a, b, strip_sets, slot):
     """A numeric field ``data[a:b]``: leading blanks, then a null token (``[...``,
-    ``N/A``) or ``-?digits[.digits]`` (at most 18 digits), then only bytes of the slot's strip set (``strip_sets[slot]``).
+    ``N/A``) or ``-?digits[.digits]`` (at most 18 digits), then only bytes of the
+    slot's strip set ``strip_sets[slot]`` (see the module notes).
 
     Returns (outcome, negative, mantissa, fraction digits), outcome one of
-    ``NUMBER``, ``NULL``, ``ODD``.  Equals stripping the strip set from the end and
-    blanks from the front, then matching, as long as the strip set holds no digit,
-    ``.``, ``-``, ``[``, ``N``, ``/`` or ``A`` (the caller checks).
+    ``NUMBER``, ``NULL``, ``ODD``.
     """
     i = a
     while i < b and _is_blank(data[i]):
