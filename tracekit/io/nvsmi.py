@@ -539,7 +539,8 @@ def sweep_positions(ts_ns: NDArray[np.int64], structure: SweepStructure) -> NDAr
         start = int(starts[first_run])
         pos[row:start] = cycle[: start - row]
         row = start
-        run_gaps = gaps[np.maximum(starts[first_run : last_run + 1] - 1, 0)]
+        # the gap before each run (a lone row has none; the first run's gap is unused)
+        run_gaps = gaps[np.maximum(starts[first_run : last_run + 1] - 1, 0)] if len(gaps) else np.zeros(1, dtype=np.int64)
         regular = (np.abs(np.abs(run_gaps) - boundary) <= 0.2 * boundary).tolist()
         groups = _group_runs(lengths[first_run : last_run + 1].tolist(), regular, n, last_run == len(starts) - 1)
         for total, ok in groups:
