@@ -452,6 +452,38 @@ def test_storage_shaves_rack_swings_within_its_ratings(train):
     assert p["energy_j"] == pytest.approx(r.baseline.figures["energy_j"] + s["grid_energy_change_j"], rel=1e-9)
 
 
+def test_summary_is_strict_json_with_every_feature(train):
+    r = tracekit.replay(train, cap=500, lock_mhz=1800, smoothing="floor=20%,up=5000",
+                        storage="energy_kwh=0.01,power_kw=2", scope="rack=rack00")
+    s = json.loads(json.dumps(r.summary(), allow_nan=False))
+    p = s["policies"][1]
+    assert p["name"] == "lock=1800MHz+cap=500W+smooth(floor=20%,up=5000W/s)+storage(36000J,2000W)@rack=rack00"
+    assert p["policy"]["smoothing"]["down"] is None and p["storage"]["racks"] == ["rack00"]
+
+
+def test_unknown_gpu_model_and_observed_clocks():
+    ts_ns = 1_700_000_000_000_000_000 + np.arange(4000, dtype=np.int64) * MS
+    power = np.where((np.arange(4000) // 500) % 2 == 0, 600.0, 150.0).astype(np.float32)
+    frame = pl.DataFrame({"gpu": ["a/0"] * 4000, "ts": pl.Series(ts_ns).cast(pl.Datetime("ns", "UTC")),
+                          "power_w": power, "sm_clock_mhz": np.full(4000, 1410.0, dtype=np.float32)})
+    topo = canonical_topology(pl.DataFrame({"gpu": ["a/0"]}))
+    q = DataQuality(rows_read=4000, rows_used=4000)
+    ts = TraceSet(frame, topo, q, [])
+    # model unknown: idle from the GPU's lowest level, a warning; % caps need a TDP
+    r = tracekit.replay(ts, cap=400, workload="training")
+    assert any("does not know" in w for w in r.warnings)
+    assert r.models["unknown"]["idle_source"] == "data"
+    with pytest.raises(PolicyError, match="TDP"):
+        tracekit.replay(ts, cap="50%", workload="training")
+    # the observed clock is the reference: a lock at it changes nothing, below it scales
+    r = tracekit.replay(ts, lock_mhz=1410, workload="training", model_params={"idle_w": 60, "f0_mhz": 1980})
+    assert np.array_equal(r.trace(r.results[1].name).power_w, power)
+    r = tracekit.replay(ts, lock_mhz=705, workload="training", model_params={"idle_w": 60, "f0_mhz": 1980})
+    out = r.trace(r.results[1].name).power_w
+    np.testing.assert_allclose(out, 60 + (power - 60) * 0.125, rtol=1e-6)
+    assert r.results[1].figures["mean_clock_mhz"] == pytest.approx(705)
+
+
 # --------------------------------------------------------------------------- synchronous training
 
 
@@ -483,6 +515,36 @@ def test_capping_one_rack_slows_the_whole_job(two_racks):
             continue
         means = naive_window_means(src.gpu(i)[0], *out.gpu(i), 100 * MS, 5_000 * MS, MS)
         assert max(means.values()) <= 450 * (1 + 1e-5)
+
+
+def test_summary_solve_and_write_equal_one_pass(two_racks):
+    """solve_windows + write_windows give bitwise what one clock_windows pass gives,
+    for any row parameters."""
+    from tracekit.replay import engine as E
+
+    ctx, _ = E.build_context(two_racks, E.ReplayOptions(cap_window_s=0.1), lambda s: None)
+    res = E.resolve(build_policies(cap=450, scope="rack=rack01")[0], ctx)
+    gp, betas = E._gpu_params(ctx, res)
+    it = ctx.iterations
+    a = ctx.arrays
+    common = dict(window_ns=100 * MS, max_gap_ns=ctx.max_gap_ns, hold_ns=ctx.hold_ns)
+    rng = np.random.default_rng(0)
+    rows0 = K.Rows(it.offsets, it.azn, E._row_params(it, np.zeros(len(it.base_end_ns)), it.crit))
+    first = K.clock_windows(a.ts_ns, a.power_w, ctx.labels, a.offsets, gp, betas, rows=rows0, write=False,
+                            keep_summary=True, **common)
+    for _ in range(2):
+        d_len = rng.uniform(0, 5e7, len(it.base_end_ns))
+        crit = it.crit.copy()
+        crit[rng.integers(0, len(crit), 3)] = rng.integers(0, len(it.group), 3)
+        rows = K.Rows(it.offsets, it.azn, E._row_params(it, d_len, crit))
+        one = K.clock_windows(a.ts_ns, a.power_w, ctx.labels, a.offsets, gp, betas, rows=rows, **common)
+        windows, row_out = K.solve_windows(first.summary, gp, rows)
+        two = K.write_windows(a.ts_ns, a.power_w, ctx.labels, a.offsets, gp, betas, first.summary, windows, row_out,
+                              azn=it.azn, **common)
+        assert np.array_equal(one.rows, row_out)
+        assert np.array_equal(one.windows, two.windows, equal_nan=True)
+        assert np.array_equal(one.power_w, two.power_w) and np.array_equal(one.ts_ns, two.ts_ns)
+        assert np.array_equal(one.phase_ns, two.phase_ns)
 
 
 def test_sweep_table_and_pareto(two_racks):

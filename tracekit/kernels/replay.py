@@ -70,11 +70,12 @@ W_X, W_F0_MHZ, W_COVERED_NS, W_FIRST, W_MEAN_W = range(5)
 N_WINDOW_COLUMNS = 5
 
 # Columns of the row arrays: int64 (a, z, n); float64 inputs (avail, el, tail_c, gap);
-# float64 outputs (e', m); float64 scratch (E, C0, C1, TB, TQ, TD).
+# float64 outputs (e', m); float64 scratch (E, C0, C1, TB, TQ, TD, TN).
 R_A, R_Z, R_N = range(3)
 RF_AVAIL, RF_EL, RF_TAIL_C, RF_GAP = range(4)
 RO_E, RO_M = range(2)
-_RW_E, _RW_C0, _RW_C1, _RW_TB, _RW_TQ, _RW_TD = range(6)
+_RW_E, _RW_C0, _RW_C1, _RW_TB, _RW_TQ, _RW_TD, _RW_TN = range(7)
+_N_RW = 7
 
 #: Bisection steps for the window clock (the bracket shrinks to 2**-60 of its width).
 BISECT_STEPS = 60
@@ -197,15 +198,72 @@ def _fold_rows(y, rows_f, row_w, row_out, r_first, r_last):
     """After a window: its compute joins its rows' replayed compute time; the rows'
     window sums are cleared."""
     for q in range(r_first, r_last + 1):
-        if row_w[q, _RW_TD] > 0.0 or rows_f[q, RF_TAIL_C] <= 0.0:
+        if row_w[q, _RW_TN] > 0.0:
             row_out[q, RO_M] = _row_m(q, y, rows_f, row_w)
         row_w[q, _RW_E] += row_w[q, _RW_C0] + y * row_w[q, _RW_C1]
         row_out[q, RO_E] = row_w[q, _RW_E]
-        row_w[q, _RW_C0] = 0.0
-        row_w[q, _RW_C1] = 0.0
-        row_w[q, _RW_TB] = 0.0
-        row_w[q, _RW_TQ] = 0.0
-        row_w[q, _RW_TD] = 0.0
+        for c in range(_RW_C0, _N_RW):
+            row_w[q, c] = 0.0
+
+
+@kernel
+def _write_window(ts_ns, power_w, labels, betas, gparams, g, i, j, b, x, xl, rp, r_hi, rows_i, row_out,
+                  max_gap_ns, hold_ns, t0, acc, out_power, out_ts, out_win, slot, phase_ns):
+    """Replayed power and times of the samples ``i..j-1`` of a window of GPU ``g``
+    whose throttled samples run at ``x`` and the others at ``xl``; waits last their
+    row's multiplier (``row_out[:, RO_M]``).  Records the window's replayed mean;
+    returns the replayed time elapsed since the GPU's first sample."""
+    idle = gparams[g, G_IDLE_W]
+    cap = gparams[g, G_CAP_W]
+    has_cap = np.isfinite(cap)
+    ca = gparams[g, G_A]
+    ge = gparams[g, G_EXP]
+    has_rows = rows_i.shape[0] > 0
+    r_clk = _ratio(x, ca, ge)
+    rl = _ratio(xl, ca, ge)
+    y = 1.0 / x - 1.0
+    yl = 1.0 / xl - 1.0
+    e_w = 0.0
+    t_w = 0.0
+    for k in range(i, j):
+        c, ok, gap = _covered(ts_ns, k, b, max_gap_ns, hold_ns)
+        role = 0
+        r = -1
+        if has_rows:
+            rp, r, role = _row_of(k, rp, r_hi, rows_i)
+        p = power_w[k]
+        lab = labels[k] + 1
+        s = 1.0
+        if xl == 1.0 and x == 1.0 or np.isnan(p):
+            out_power[k] = p
+        else:
+            if p > idle:
+                pl = p if xl == 1.0 else idle + (p - idle) * rl
+                if has_cap and pl > cap:
+                    out_power[k] = idle + (p - idle) * r_clk
+                    s = 1.0 + betas[g, lab] * y
+                else:
+                    out_power[k] = pl
+                    s = 1.0 + betas[g, lab] * yl
+            else:
+                out_power[k] = p
+                s = 1.0 + betas[g, lab] * yl
+            if not ok:
+                s = 1.0
+        d = c * s
+        phase_ns[g, lab, 0] += c
+        if role == 2:  # a wait: not stretched by the clock, scaled to fill
+            phase_ns[g, lab, 1] += c
+            d = c * row_out[r, RO_M]
+        else:
+            phase_ns[g, lab, 1] += d
+        if not np.isnan(p):
+            e_w += np.float64(out_power[k]) * d
+            t_w += d
+        out_ts[k] = t0 + np.int64(acc + 0.5)  # acc >= 0: truncation rounds
+        acc += d + gap
+    out_win[slot, W_MEAN_W] = e_w / t_w if t_w > 0.0 else np.nan
+    return acc
 
 
 @kernel
@@ -230,7 +288,7 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
             r_lo = row_offsets[g]
             r_hi = row_offsets[g + 1]
             for q in range(r_lo, r_hi):
-                for c in range(6):
+                for c in range(_N_RW):
                     row_w[q, c] = 0.0
         if b <= a0:
             continue
@@ -301,6 +359,7 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
                 pl = p if xl == 1.0 else bb + q * rl
                 hot = has_cap and pl > cap
                 if role == 2:
+                    row_w[r, _RW_TN] += 1.0
                     if not nan:
                         if hot:
                             row_w[r, _RW_TB] += bb * c
@@ -334,11 +393,12 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
                 summ[slot, 8] = xl
                 summ[slot, 9] = f0w
                 summ[slot, 10] = s_c
+                summ[slot, 11] = i
                 summ_i[slot, 0] = r_first
                 summ_i[slot, 1] = r_last
                 summ_i[slot, 2] = pair
                 for q in range(r_first, r_last + 1):
-                    for c in range(5):
+                    for c in range(_N_RW - 1):
                         pairs[pair, c] = row_w[q, _RW_C0 + c]
                     pair += 1
             x = _window_clock(xl, cap, has_cap, ca, ge, sums, rows_f, row_w, r_first, r_last)
@@ -347,55 +407,14 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
             out_win[slot, W_COVERED_NS] = s_c
             out_win[slot, W_FIRST] = i
             # pass 2: replayed power, replayed times, the window's replayed mean
-            r_clk = _ratio(x, ca, ge)
             y = 1.0 / x - 1.0
-            rp = rp0
-            e_w = 0.0
-            t_w = 0.0
-            m_row = -1
-            m_val = 1.0
-            for k in range(i, j if write else i):
-                c, ok, gap = _covered(ts_ns, k, b, max_gap_ns, hold_ns)
-                role = 0
-                r = -1
-                if has_rows:
-                    rp, r, role = _row_of(k, rp, r_hi, rows_i)
-                p = power_w[k]
-                lab = labels[k] + 1
-                s = 1.0
-                if xl == 1.0 and x == 1.0 or np.isnan(p):
-                    out_power[k] = p
-                else:
-                    if p > idle:
-                        pl = p if xl == 1.0 else idle + (p - idle) * rl
-                        if has_cap and pl > cap:
-                            out_power[k] = idle + (p - idle) * r_clk
-                            s = 1.0 + betas[g, lab] * y
-                        else:
-                            out_power[k] = pl
-                            s = 1.0 + betas[g, lab] * yl
-                    else:
-                        out_power[k] = p
-                        s = 1.0 + betas[g, lab] * yl
-                    if not ok:
-                        s = 1.0
-                d = c * s
-                phase_ns[g, lab, 0] += c
-                if role == 2:  # a wait: not stretched by the clock, scaled to fill
-                    phase_ns[g, lab, 1] += c
-                    if r != m_row:
-                        m_row = r
-                        m_val = _row_m(r, y, rows_f, row_w)
-                    d = c * m_val
-                else:
-                    phase_ns[g, lab, 1] += d
-                if not np.isnan(p):
-                    e_w += np.float64(out_power[k]) * d
-                    t_w += d
-                out_ts[k] = t0 + np.int64(acc + 0.5)  # acc >= 0: truncation rounds
-                acc += d + gap
+            for q in range(r_first, r_last + 1):  # the waits' multipliers
+                if row_w[q, _RW_TN] > 0.0:
+                    row_out[q, RO_M] = _row_m(q, y, rows_f, row_w)
             if write:
-                out_win[slot, W_MEAN_W] = e_w / t_w if t_w > 0.0 else np.nan
+                acc = _write_window(ts_ns, power_w, labels, betas, gparams, g, i, j, b, x, xl, rp0, r_hi, rows_i,
+                                    row_out, max_gap_ns, hold_ns, t0, acc, out_power, out_ts, out_win, slot,
+                                    phase_ns)
             _fold_rows(y, rows_f, row_w, row_out, r_first, r_last)
             i = j
 
@@ -407,7 +426,7 @@ def _summary_solve_kernel(summ, summ_i, pairs, win_offsets, row_offsets, gparams
     for g in range(g_lo, g_hi):
         if has_rows:
             for q in range(row_offsets[g], row_offsets[g + 1]):
-                for c in range(6):
+                for c in range(_N_RW):
                     row_w[q, c] = 0.0
         cap = gparams[g, G_CAP_W]
         has_cap = np.isfinite(cap)
@@ -420,12 +439,13 @@ def _summary_solve_kernel(summ, summ_i, pairs, win_offsets, row_offsets, gparams
             r_first = summ_i[w, 0]
             r_last = summ_i[w, 1]
             for q in range(r_first, r_last + 1):
-                for c in range(5):
+                for c in range(_N_RW - 1):
                     row_w[q, _RW_C0 + c] = pairs[p0 + q - r_first, c]
             x = _window_clock(summ[w, 8], cap, has_cap, ca, ge, summ[w, :8], rows_f, row_w, r_first, r_last)
             out_win[w, W_X] = x
             out_win[w, W_F0_MHZ] = summ[w, 9]
             out_win[w, W_COVERED_NS] = summ[w, 10]
+            out_win[w, W_FIRST] = summ[w, 11]
             _fold_rows(1.0 / x - 1.0, rows_f, row_w, row_out, r_first, r_last)
 
 
@@ -471,9 +491,9 @@ class WindowSummary(NamedTuple):
     compute and wait sums.  Valid for one trace, labels, lock and cap, and one row
     layout (rows ``a, z, n``); the rows' ``avail`` and ``el`` may change."""
 
-    sums: NDArray[np.float64]  # (n_windows, 11): 8 sums, lock ratio, f0, covered ns
+    sums: NDArray[np.float64]  # (n_windows, 12): 8 sums, lock ratio, f0, covered ns, first sample
     index: NDArray[np.int64]  # (n_windows, 3): first row, last row, first pair (-1: no samples)
-    pairs: NDArray[np.float64]  # (n_windows + n_rows, 5): C0, C1, TB, TQ, TD per window and row
+    pairs: NDArray[np.float64]  # (n_windows + n_rows, 6): C0, C1, TB, TQ, TD, TN per window and row
     win_offsets: NDArray[np.int64]
     row_offsets: NDArray[np.int64]
     n_rows: int
@@ -673,17 +693,17 @@ def clock_windows(
         out_ts = np.empty(0, dtype=np.int64)
     out_win = np.full((int(win_off[-1]), N_WINDOW_COLUMNS), np.nan)
     phase_ns = np.zeros((n_gpus, bt.shape[1], 2))
-    row_w = np.zeros((n_rows, 6))
+    row_w = np.zeros((n_rows, _N_RW))
     row_out = np.zeros((n_rows, 2))
     row_out[:, RO_M] = 1.0
     iparams = np.array([window, max_gap, hold, int(bool(write))], dtype=np.int64)
     n_win = int(win_off[-1])
     if keep_summary:
-        summ = np.zeros((n_win, 11))
+        summ = np.zeros((n_win, 12))
         summ_i = np.full((n_win, 3), -1, dtype=np.int64)
-        pairs = np.zeros((n_win + n_rows, 5))
+        pairs = np.zeros((n_win + n_rows, _N_RW - 1))
     else:
-        summ, summ_i, pairs = np.zeros((0, 11)), np.zeros((0, 3), dtype=np.int64), np.zeros((0, 5))
+        summ, summ_i, pairs = np.zeros((0, 12)), np.zeros((0, 3), dtype=np.int64), np.zeros((0, _N_RW - 1))
 
     def run(lo: int, hi: int) -> None:
         _clock_windows_kernel(ts, power, lab, clk, off, gp, bt, iparams, win_off, rows.offsets, rows.azn,
@@ -693,6 +713,95 @@ def clock_windows(
     _run_ranges(run, off, workers)
     summary = WindowSummary(summ, summ_i, pairs, win_off, rows.offsets, n_rows) if keep_summary else None
     return ClockWindows(out_power, out_ts, out_win, win_off, phase_ns, row_out, summary)
+
+
+@kernel
+def _write_kernel(ts_ns, power_w, labels, offsets, gparams, betas, iparams, win_offsets, win_x, win_xl,
+                  row_offsets, rows_i, row_out, g_lo, g_hi, out_power, out_ts, out_win, phase_ns):
+    window_ns = iparams[0]
+    max_gap_ns = iparams[1]
+    hold_ns = iparams[2]
+    has_rows = rows_i.shape[0] > 0
+    for g in range(g_lo, g_hi):
+        a0 = offsets[g]
+        b = offsets[g + 1]
+        if b <= a0:
+            continue
+        r_lo = row_offsets[g] if has_rows else 0
+        r_hi = row_offsets[g + 1] if has_rows else 0
+        w_first = ts_ns[a0] // window_ns
+        slot0 = win_offsets[g]
+        rp = r_lo
+        t0 = ts_ns[a0]
+        acc = 0.0
+        i = a0
+        while i < b:
+            wid = ts_ns[i] // window_ns
+            t_end = (wid + 1) * window_ns
+            j = i
+            while j < b and ts_ns[j] < t_end:
+                j += 1
+            slot = slot0 + (wid - w_first)
+            acc = _write_window(ts_ns, power_w, labels, betas, gparams, g, i, j, b, win_x[slot], win_xl[slot], rp,
+                                r_hi, rows_i, row_out, max_gap_ns, hold_ns, t0, acc, out_power, out_ts, out_win,
+                                slot, phase_ns)
+            while rp < r_hi and rows_i[rp, R_N] <= j:
+                rp += 1
+            i = j
+
+
+def write_windows(
+    ts_ns: NDArray[np.int64],
+    power_w: NDArray[np.floating],
+    labels: NDArray[np.int8],
+    offsets: NDArray[np.int64],
+    gpu_params: NDArray[np.float64],
+    betas: NDArray[np.float64],
+    summary: WindowSummary,
+    windows: NDArray[np.float64],
+    rows_out: NDArray[np.float64],
+    *,
+    window_ns: int,
+    max_gap_ns: int,
+    hold_ns: int,
+    azn: NDArray[np.int64] | None = None,
+    workers: int | None = None,
+    out_power: NDArray[np.float32] | None = None,
+    out_ts: NDArray[np.int64] | None = None,
+) -> ClockWindows:
+    """The replayed samples of a solution from :func:`solve_windows` (its ``windows``
+    and ``rows_out``): bitwise the output of :func:`clock_windows` with the same row
+    parameters, reading each sample once without solving again.
+
+    ``ts_ns`` ... ``betas`` and ``window_ns``, ``max_gap_ns``, ``hold_ns`` must be
+    those the summary was made from (the samples are not checked again); ``azn`` the
+    rows' ``a, z, n``.
+    """
+    func = "write_windows"
+    n = len(ts_ns)
+    off = _check_csr(func, offsets, n)
+    win_off = summary.win_offsets
+    n_win = int(win_off[-1])
+    if windows.shape != (n_win, N_WINDOW_COLUMNS) or rows_out.shape != (summary.n_rows, 2):
+        raise SchemaError(f"{func}: windows and rows_out must come from solve_windows on this summary")
+    rows_i = np.zeros((0, 3), dtype=np.int64) if azn is None else np.ascontiguousarray(azn, dtype=np.int64)
+    if rows_i.shape[0] != summary.n_rows:
+        raise SchemaError(f"{func}: azn must hold the summary's {summary.n_rows} rows")
+    roff = summary.row_offsets if summary.n_rows else np.zeros(off.size, dtype=np.int64)
+    out_power = _buffer(func, "out_power", out_power, n, np.float32)
+    out_ts = _buffer(func, "out_ts", out_ts, n, np.int64)
+    out_win = windows.copy()
+    phase_ns = np.zeros((off.size - 1, betas.shape[1], 2))
+    win_x = np.ascontiguousarray(windows[:, W_X])
+    win_xl = np.ascontiguousarray(summary.sums[:, 8])
+    iparams = np.array([window_ns, max_gap_ns, hold_ns, 1], dtype=np.int64)
+
+    def run(lo: int, hi: int) -> None:
+        _write_kernel(ts_ns, power_w, labels, off, gpu_params, betas, iparams, win_off, win_x, win_xl, roff, rows_i,
+                      rows_out, lo, hi, out_power, out_ts, out_win, phase_ns)
+
+    _run_ranges(run, off, workers)
+    return ClockWindows(out_power, out_ts, out_win, win_off, phase_ns, rows_out, summary)
 
 
 def solve_windows(summary: WindowSummary, gpu_params: NDArray[np.float64], rows: Rows, *,
@@ -716,7 +825,7 @@ def solve_windows(summary: WindowSummary, gpu_params: NDArray[np.float64], rows:
         raise ParameterError(f"{func}: every cap must lie above the GPU's idle power")
     n_win = int(summary.win_offsets[-1])
     out_win = np.full((n_win, N_WINDOW_COLUMNS), np.nan)
-    row_w = np.zeros((summary.n_rows, 6))
+    row_w = np.zeros((summary.n_rows, _N_RW))
     row_out = np.zeros((summary.n_rows, 2))
     row_out[:, RO_M] = 1.0
     roff = summary.row_offsets if summary.n_rows else np.zeros(n_gpus + 1, dtype=np.int64)

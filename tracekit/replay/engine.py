@@ -557,8 +557,11 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
                 settled = True
                 break
         rows = K.Rows(it.offsets, it.azn, _row_params(it, d_len, crit))
-        cw = K.clock_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas, rows=rows,
-                             check_sorted=False, **common)
+        windows, row_out = K.solve_windows(summary, gp, rows, workers=ctx.options.workers)
+        cw = K.write_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas, summary, windows,
+                             row_out, window_ns=window_ns, max_gap_ns=ctx.max_gap_ns, hold_ns=ctx.hold_ns,
+                             azn=it.azn, workers=ctx.options.workers, out_power=common["out_power"],
+                             out_ts=common["out_ts"])
         iteration_ns = it.period_ns + d_len[:it.count]
     x = cw.windows[:, K.W_X]
     if not (x[np.isfinite(x)] < 1.0).any():  # nothing lowered: the input, exactly

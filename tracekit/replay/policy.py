@@ -160,11 +160,15 @@ class Policy:
         return "+".join(parts) + self.scope.label if parts else "baseline"
 
     def to_dict(self) -> dict:
+        """The policy as strict JSON (no limit = None)."""
+        def clean(d: dict) -> dict:
+            return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+
         return {
             "lock_mhz": self.lock_mhz,
             "cap": None if self.cap is None else {"value": self.cap.value, "unit": self.cap.unit},
-            "smoothing": None if self.smoothing is None else self.smoothing.__dict__.copy(),
-            "storage": None if self.storage is None else self.storage.__dict__.copy(),
+            "smoothing": None if self.smoothing is None else clean(self.smoothing.__dict__),
+            "storage": None if self.storage is None else clean(self.storage.__dict__),
             "scope": {"level": self.scope.level, "names": list(self.scope.names)},
         }
 
