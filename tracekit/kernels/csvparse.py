@@ -2,11 +2,11 @@
 
 :func:`scan_rows` walks the lines of a byte range once.  A line is *clean* when it
 has exactly the expected number of fields, only ASCII bytes, no empty field, a
-timestamp spelled exactly ``YYYY/MM/DD HH:MM:SS.fff`` (a valid date and time), and in
-every numeric column either a null token or a plain number (``-?digits[.digits]``,
-after the column's strip rule, see below) small enough to be converted exactly.  For
-clean lines it writes the line number, the local timestamp (ns since 1970-01-01, no
-zone) and the values; every other line (blank, repeated header, garbage, odd
+timestamp spelled exactly ``YYYY/MM/DD HH:MM:SS.fff`` (a valid date and time, years
+1700-2200), and in every numeric column either a null token or a plain number
+(``-?digits[.digits]``, after the column's strip rule, see below) small enough to be
+converted exactly.  For clean lines it writes the line number, the local timestamp
+(ns since 1970-01-01, no zone) and the values; every other line (blank, repeated header, garbage, odd
 spellings such as ``1e3``, too many digits) is only listed as *odd*, by byte range,
 for the caller to parse with its exact (slower) rules.  The kernel never guesses:
 anything outside this small grammar is odd.
@@ -49,6 +49,9 @@ _POW10_F64 = np.array([10.0**k for k in range(23)], dtype=np.float64)
 _F32_EXACT = 1 << 24
 _F64_EXACT = 1 << 53
 _MAX_DIGITS = 18  # an int64 holds any 18-digit mantissa
+#: Years whose times fit int64 nanoseconds with room to spare (others: exact path).
+_MIN_YEAR = 1700
+_MAX_YEAR = 2200
 
 
 @kernel
@@ -98,7 +101,7 @@ def parse_timestamp_ns(data, a, b):
     minute = d14 * 10 + d15
     second = d17 * 10 + d18
     milli = (d20 * 10 + d21) * 10 + d22
-    if year < 1 or month < 1 or month > 12 or day < 1 or hour > 23 or minute > 59 or second > 59:
+    if year < _MIN_YEAR or year > _MAX_YEAR or month < 1 or month > 12 or day < 1 or hour > 23 or minute > 59 or second > 59:
         return False, np.int64(0)
     if month == 2:
         leap = (year % 4 == 0 and year % 100 != 0) or year % 400 == 0
