@@ -10,7 +10,10 @@ index-less with units like the H100 trace, one ``nounits`` with an index column 
 the A100 trace) it times ``polars.read_csv(path)`` (every column as it infers them)
 and ``tracekit.io.nvsmi.read(path)`` in the same run, alternating, best of
 ``--repeat``, and prints one JSON document: rows, seconds, rows/s and the ratio of
-the rates (tracekit / polars; 1.0 = as fast as the plain read).
+the rates (tracekit / polars; 1.0 = as fast as the plain read), with the machine's
+load average before and after (the ratio moves with the load on small shared
+machines).  The first read of each file warms the JIT (the byte-level kernel of
+:mod:`tracekit.kernels.csvparse`) and is not timed.
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
     files = list(args.files)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         if not files:
             if REAL.is_file():
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "ingest_nvsmi",
         "polars": pl.__version__,
         "cpus": os.cpu_count(),
+        "load_avg_1_5_15_before": load_before,
+        "load_avg_1_5_15_after": [round(x, 2) for x in os.getloadavg()],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "results": results,
     }, indent=2))

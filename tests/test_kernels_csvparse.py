@@ -366,6 +366,7 @@ def _read_both(path: Path, **opts) -> tuple:
     for mode in ("fast", "exact"):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(nvsmi, "_fast_parse", spy if mode == "fast" else (lambda *a, **k: None))
+            mp.setattr(nvsmi, "KERNEL_FOR_PLAIN_NUMBERS", mode == "fast")
             try:
                 results.append(nvsmi.read(path, ReadOptions(**opts)))
             except Exception as exc:  # noqa: BLE001 - both paths must fail alike
@@ -481,3 +482,16 @@ def test_unit_guard_is_needed():
     buf = np.frombuffer(b"15 5%", dtype=np.uint8)
     assert cp.parse_number(buf, 0, len(buf), table, 0)[:3] == (cp.NUMBER, False, 15)
     assert b"15 5%".rstrip(b" \t\r5%").lstrip() == b"1"
+
+
+def test_plain_number_files_take_polars_typed_path_by_default(real_traces):
+    """nounits files (the A100 log) go to Polars' typed reader unless asked otherwise;
+    files with units to the kernel."""
+    calls = []
+    fast_parse = nvsmi._fast_parse
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nvsmi, "_fast_parse", lambda *a, **k: calls.append(1) or fast_parse(*a, **k))
+        nvsmi.read(real_traces / "powertrace-sim/a100-qwen3-8b-vllm-burstgpt_power_250ms.csv", ReadOptions(utc_offset_s=0))
+        assert calls == []
+        nvsmi.read(real_traces / "training_profile/h100-8gpu-gpt-training_100ms.csv", ReadOptions(utc_offset_s=0))
+        assert calls == [1]

@@ -11,9 +11,21 @@ What the logger writes, warts included (see ``../shared/real_traces``):
 - with ``-lms N`` and no ``index`` column, the GPUs come one row each per sweep in a
   fixed order (see :func:`infer_sweep_structure`).
 
-Parsing is vectorized.  Polars' CSV reader splits every line into columns (blank
+Values with units (``69.32 W``) are parsed in one pass over the bytes by a Numba
+kernel (:func:`tracekit.kernels.csvparse.scan_rows`, threads over byte ranges of large
+files): it fills line numbers, local timestamps and values for the clean rows and
+lists every other line (blank, repeated header, garbage, odd spellings), which goes
+through the exact path below on a small buffer of just those lines; the two are merged
+by line number.  The kernel accepts only a small grammar whose values provably equal
+the exact path's (tests compare both on generated files); where it does not apply
+(GPU names or uuids identify the GPUs, a repeated header, many odd lines, a unit with
+digits) the exact path reads the whole file.
+
+The exact path is vectorized.  Polars' CSV reader splits every line into columns (blank
 lines kept as rows, so a row's position gives its line number); columns whose first
-rows are plain numbers (``nounits``) it parses itself, the others stay String.  Cheap
+rows are plain numbers (``nounits``) it parses itself, the others stay String; such
+files take this path even when the kernel applies, as Polars' typed, multi-threaded
+reader is the faster there.  Cheap
 expressions with ``strict=False`` then parse the common spellings (fixed-width
 timestamp, one leading space, `` W`` suffix); only the rows they leave null are
 re-parsed exactly, and a value that is neither a number nor a null token marks the
@@ -126,6 +138,9 @@ UTF8_BOM = b"\xef\xbb\xbf"
 FAST_MAX_THREADS = 4
 FAST_SPLIT_BYTES = 1 << 20
 FAST_ODD_LINES = 4096
+#: Use the kernel also where every value column holds plain numbers (``nounits``); off
+#: because Polars' typed CSV reader is faster there (same results; tests turn it on).
+KERNEL_FOR_PLAIN_NUMBERS = False
 #: Bytes read to find the header and name the columns of noheader files.
 HEAD_BYTES = 256 * 1024
 
@@ -738,12 +753,17 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
     optional = [c for c in numbers if c != "power_w"]
 
     # -- parse: one-pass kernel for clean rows, exact expressions for the rest -------
-    fast = None if frame is not None else _fast_parse(data, head, layout, col, numbers, path)
+    # (files whose values are all plain numbers, nounits, parse faster in Polars' own
+    # multi-threaded typed CSV reader; the kernel takes values with units)
+    wanted = _wanted_types(col)
+    typed = _typed_columns(head, layout, wanted) if frame is None else {}
+    use_kernel = frame is None and (KERNEL_FOR_PLAIN_NUMBERS or len(typed) < len(wanted))
+    fast = _fast_parse(data, head, layout, col, numbers, path) if use_kernel else None
     if fast is not None:
         parsed, garbage, rows_read = fast
     else:
         if frame is None:
-            frame = _data_rows(data, layout, path, _typed_columns(head, layout, _wanted_types(col)))
+            frame = _data_rows(data, layout, path, typed)
         rows_read = frame.height
         parsed, garbage = _parse_values(frame, col, numbers)
     quality.rows_read = rows_read
