@@ -141,6 +141,8 @@ FAST_ODD_LINES = 4096
 #: Use the kernel also where every value column holds plain numbers (``nounits``); off
 #: because Polars' typed CSV reader is faster there (same results; tests turn it on).
 KERNEL_FOR_PLAIN_NUMBERS = False
+#: Bytes of the head whose rows decide that (values with units show in the first rows).
+TYPED_PROBE_BYTES = 4096
 #: Bytes read to find the header and name the columns of noheader files.
 HEAD_BYTES = 256 * 1024
 
@@ -756,14 +758,15 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
     # (files whose values are all plain numbers, nounits, parse faster in Polars' own
     # multi-threaded typed CSV reader; the kernel takes values with units)
     wanted = _wanted_types(col)
-    typed = _typed_columns(head, layout, wanted) if frame is None else {}
-    use_kernel = frame is None and (KERNEL_FOR_PLAIN_NUMBERS or len(typed) < len(wanted))
+    use_kernel = frame is None and (
+        KERNEL_FOR_PLAIN_NUMBERS or len(_typed_columns(head[:TYPED_PROBE_BYTES], layout, wanted)) < len(wanted)
+    )
     fast = _fast_parse(data, head, layout, col, numbers, path) if use_kernel else None
     if fast is not None:
         parsed, garbage, rows_read = fast
     else:
         if frame is None:
-            frame = _data_rows(data, layout, path, typed)
+            frame = _data_rows(data, layout, path, _typed_columns(head, layout, wanted))
         rows_read = frame.height
         parsed, garbage = _parse_values(frame, col, numbers)
     quality.rows_read = rows_read
@@ -911,10 +914,10 @@ def _split_ranges(buf: NDArray[np.uint8], start: int, parts: int) -> list[tuple[
     cuts = [start]
     for i in range(1, parts):
         at = max(start + (n - start) * i // parts, cuts[-1])
-        nl = buf[at : at + (1 << 20)].tobytes().find(b"\n")
-        if nl < 0:
+        newlines = np.flatnonzero(buf[at : at + (64 << 10)] == 10)
+        if not len(newlines):
             break
-        cuts.append(at + nl + 1)
+        cuts.append(at + int(newlines[0]) + 1)
     cuts.append(n)
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
