@@ -227,8 +227,12 @@ def csv_lines(draw) -> bytes:
         if kind == "header":
             rows.append(draw(st.sampled_from(["timestamp, power.draw [W]", "timestamp", "timestamp\r"])))
             continue
+        ts = _ts(draw)
+        if rows and draw(st.booleans()):  # the same second as the line before
+            tail = draw(st.sampled_from([".", ",", "x"])) + "".join(draw(st.lists(st.sampled_from("0123456789x"), min_size=3, max_size=3)))
+            ts = rows[-1][:19] + (tail if draw(st.booleans()) else "." + tail[1:].replace("x", "7"))
         fields = [
-            _ts(draw),
+            ts,
             _number(draw, "W"),
             _number(draw, "%"),
             draw(st.sampled_from([" 17 MiB", "x", "", " é", "a\rb"])),

@@ -159,16 +159,22 @@ def parse_number(data, a, b, strip_sets, slot):
         i += 1
     m = np.int64(0)
     start = i
-    while i < b and 48 <= data[i] <= 57:
-        m = m * 10 + (np.int64(data[i]) - 48)
+    while i < b:
+        d = np.uint64(data[i]) - np.uint64(48)  # wraps for bytes below '0'
+        if d > 9:
+            break
+        m = m * 10 + np.int64(d)
         i += 1
     nd = i - start
     k = 0
     if nd > 0 and i < b and data[i] == 46:
         i += 1
         fstart = i
-        while i < b and 48 <= data[i] <= 57:
-            m = m * 10 + (np.int64(data[i]) - 48)
+        while i < b:
+            d = np.uint64(data[i]) - np.uint64(48)
+            if d > 9:
+                break
+            m = m * 10 + np.int64(d)
             i += 1
         k = i - fstart
         if k == 0:
@@ -226,6 +232,8 @@ def scan_rows(data, start, stop, n_fields, roles, kinds, strip_sets, header_firs
     n_headers = 0
     line = 0
     pos = start
+    prev_ts = -1  # start of the last timestamp parsed in full, and its whole seconds
+    prev_secs_ns = np.int64(0)
     while pos < stop:
         ok = n < cap
         field = 0
@@ -264,11 +272,29 @@ def scan_rows(data, start, stop, n_fields, roles, kinds, strip_sets, header_firs
             if ok:
                 role = roles[field]
                 if role == ROLE_TIMESTAMP:
-                    good, ts = parse_timestamp_ns(data, fs, ce)
-                    if good:
-                        ts_out[n] = ts
+                    # most lines share the second with the previous one: reuse it
+                    same = prev_ts >= 0 and ce - fs == TS_LENGTH
+                    if same:
+                        for j in range(19):
+                            if data[fs + j] != data[prev_ts + j]:
+                                same = False
+                                break
+                    if same:
+                        d20 = np.int64(data[fs + 20]) - 48
+                        d21 = np.int64(data[fs + 21]) - 48
+                        d22 = np.int64(data[fs + 22]) - 48
+                        if data[fs + 19] == 46 and (d20 | d21 | d22 | (9 - d20) | (9 - d21) | (9 - d22)) >= 0:
+                            ts_out[n] = prev_secs_ns + ((d20 * 10 + d21) * 10 + d22) * 1_000_000
+                        else:
+                            ok = False
                     else:
-                        ok = False
+                        good, ts = parse_timestamp_ns(data, fs, ce)
+                        if good:
+                            ts_out[n] = ts
+                            prev_ts = fs
+                            prev_secs_ns = ts - ts % 1_000_000_000
+                        else:
+                            ok = False
                 elif role >= 0:
                     kind = kinds[role, 0]
                     row = kinds[role, 1]
