@@ -610,3 +610,14 @@ def test_cli_json_and_output_folder(dataset, tmp_path, capsys):
     assert replayed.n_samples == tracekit.open(dataset).n_samples
     a = analyze(replayed, workload="training")
     assert a.levels["cluster"]["cluster"]["peak_w"] <= s["policies"][0]["peak_w"]
+
+
+def test_real_a100_serving_trace_with_observed_clocks(real_traces):
+    ts = tracekit.open(real_traces / "powertrace-sim" / "a100-qwen3-8b-vllm-burstgpt_power_250ms.csv",
+                       utc_offset_s=-7 * 3600, gpu_model="A100")
+    r = tracekit.replay(ts, cap=300, lock_mhz=1200)
+    base, pol = r.summary()["policies"]
+    assert r.workload == "inference"
+    assert pol["peak_w"] < base["peak_w"] and pol["energy_j"] < base["energy_j"] and pol["slowdown"] > 1
+    assert pol["ttft_factor"] >= pol["tpot_factor"] >= 1.0
+    assert pol["mean_clock_mhz"] <= 1200 + 1e-6

@@ -19,9 +19,9 @@ The flow, for a :class:`~tracekit.traceset.TraceSet`:
      compute.  Because a shorter wait raises a window's mean, clocks and waits are
      solved together: clocks with the waits fixed, then waits with the clocks fixed,
      until every window is within the cap (``max_rounds``);
-   - the replayed time axis (:func:`tracekit.kernels.replay.replayed_times`):
-     each GPU starts at its first sample and every sample lasts its stretched
-     covered time;
+   - the replayed time axis (in the same kernel): each GPU starts at its first
+     sample and every sample lasts its stretched covered time (a wait: its scaled
+     time);
    - *smoothing* on the replayed per-GPU trace (floor and ramp limits, extra energy,
      no delay), then *storage* on each rack's grid series.
 3. Figures per policy on one grid per trace (:mod:`tracekit.analysis.aggregate`,
