@@ -16,9 +16,11 @@ nvidia-smi reader's reference is Polars' string cast): ``m / 10**k`` with ``m`` 
 ``10**k`` exactly representable, one division in the target precision (Clinger's
 fast path): float32 for ``m < 2**24, k <= 10``, float64 for ``m < 2**53, k <= 22``.
 
-Numeric field grammar (:func:`parse_number`): leading blanks; then ``[...`` or
-``N/A`` (a null token, value NaN) or ``-?digits[.digits]``; then only bytes of the
-column's *strip set* (blank, tab, CR and the characters of its unit, e.g. `` W``).
+Numeric field grammar (:func:`parse_number`, applied while the field is read):
+leading blanks; then ``[...`` or ``N/A`` (a null token, value NaN) or
+``-?digits[.digits]``; then only bytes of the column's *strip set* (blank, tab and the
+characters of its unit, e.g. `` W``) up to the ``,`` or newline (a CR only as part of
+a CRLF).  Timestamps of the same second as the line before reuse its seconds.
 This equals the reader's exact rule (strip the set from the end and blanks from the
 front, then match; ``_stripped_expr`` in :mod:`tracekit.io.nvsmi`) as long as the
 strip set holds no digit, ``.``, ``-``, ``+``, ``[``, ``N``, ``/`` or ``A``, which the
@@ -130,36 +132,63 @@ ODD = 2
 
 
 @kernel(inline="always")
-def parse_number(data, a, b, strip_sets, slot):
-    """A numeric field ``data[a:b]``: leading blanks, then a null token (``[...``,
-    ``N/A``) or ``-?digits[.digits]`` (at most 18 digits), then only bytes of the
-    slot's strip set ``strip_sets[slot]`` (see the module notes).
-
-    Returns (outcome, negative, mantissa, fraction digits), outcome one of
-    ``NUMBER``, ``NULL``, ``ODD``.
-    """
-    i = a
-    while i < b and _is_blank(data[i]):
-        i += 1
-    if i == b:
-        return ODD, False, np.int64(0), 0
+def _field_end(data, i, stop):
+    """Index of the ``,`` or newline (or ``stop``) that ends a field whose content ends
+    at ``i``, allowing one CR right before the newline or at ``stop`` (CRLF); -1 when
+    ``data[i]`` is something else."""
+    if i >= stop:
+        return stop
     c = data[i]
-    if c == 91:  # '[': [N/A], [Not Supported], ...
-        return NULL, False, np.int64(0), 0
-    if c == 78:  # N/A
-        if b - i < 3 or data[i + 1] != 47 or data[i + 2] != 65:
-            return ODD, False, np.int64(0), 0
-        i += 3
-        while i < b and strip_sets[slot, data[i]]:
-            i += 1
-        return (NULL if i == b else ODD), False, np.int64(0), 0
-    neg = False
-    if c == 45:
-        neg = True
+    if c == 44 or c == 10:
+        return i
+    if c == 13:
+        if i + 1 == stop:
+            return stop
+        if data[i + 1] == 10:
+            return i + 1
+    return -1
+
+
+@kernel(inline="always")
+def parse_number(data, a, stop, strip_sets, slot):
+    """The numeric field starting at ``data[a]``: leading blanks, then a null token
+    (``[...``, ``N/A``) or ``-?digits[.digits]`` (at most 18 digits), then only bytes of
+    the slot's strip set ``strip_sets[slot]`` up to the field's ``,`` or newline (see
+    the module notes; a CR only as a CRLF's).
+
+    Returns (outcome, negative, mantissa, fraction digits, end), outcome one of
+    ``NUMBER``, ``NULL``, ``ODD``; ``end`` is the index of the ``,`` or newline that
+    ends the field (or ``stop``), -1 for ``ODD``.
+    """
+    zero = np.int64(0)
+    i = a
+    while i < stop and (data[i] == 32 or data[i] == 9 or data[i] == 11 or data[i] == 12):
         i += 1
-    m = np.int64(0)
+    if i >= stop:
+        return ODD, False, zero, 0, -1
+    c = data[i]
+    if c == 91:  # '[': [N/A], [Not Supported], ... whatever follows
+        while i < stop:
+            c = data[i]
+            if c == 44 or c == 10 or c == 13 or c >= 128:
+                break
+            i += 1
+        e = _field_end(data, i, stop)
+        return (NULL if e >= 0 else ODD), False, zero, 0, e
+    if c == 78:  # N/A
+        if stop - i < 3 or data[i + 1] != 47 or data[i + 2] != 65:
+            return ODD, False, zero, 0, -1
+        i += 3
+        while i < stop and data[i] != 13 and data[i] != 10 and data[i] != 44 and strip_sets[slot, data[i]]:
+            i += 1
+        e = _field_end(data, i, stop)
+        return (NULL if e >= 0 else ODD), False, zero, 0, e
+    neg = c == 45
+    if neg:
+        i += 1
+    m = zero
     start = i
-    while i < b:
+    while i < stop:
         d = np.uint64(data[i]) - np.uint64(48)  # wraps for bytes below '0'
         if d > 9:
             break
@@ -167,10 +196,10 @@ def parse_number(data, a, b, strip_sets, slot):
         i += 1
     nd = i - start
     k = 0
-    if nd > 0 and i < b and data[i] == 46:
+    if nd > 0 and i < stop and data[i] == 46:
         i += 1
         fstart = i
-        while i < b:
+        while i < stop:
             d = np.uint64(data[i]) - np.uint64(48)
             if d > 9:
                 break
@@ -178,13 +207,14 @@ def parse_number(data, a, b, strip_sets, slot):
             i += 1
         k = i - fstart
         if k == 0:
-            return ODD, neg, m, 0
+            return ODD, neg, m, 0, -1
         nd += k
     if nd == 0 or nd > _MAX_DIGITS:
-        return ODD, neg, m, 0
-    while i < b and strip_sets[slot, data[i]]:
+        return ODD, neg, m, 0, -1
+    while i < stop and data[i] != 13 and data[i] != 10 and data[i] != 44 and strip_sets[slot, data[i]]:
         i += 1
-    return (NUMBER if i == b else ODD), neg, m, k
+    e = _field_end(data, i, stop)
+    return (NUMBER if e >= 0 else ODD), neg, m, k, e
 
 
 @kernel
@@ -240,15 +270,46 @@ def scan_rows(data, start, stop, n_fields, roles, kinds, strip_sets, header_firs
         fs = pos
         ls = pos
         while True:
-            fe = fs
+            fe = -1
+            if ok and field < n_fields and roles[field] >= 0:  # a number: parsed in place
+                role = roles[field]
+                kind = kinds[role, 0]
+                row = kinds[role, 1]
+                outcome, neg, m, k, end = parse_number(data, fs, stop, strip_sets, role)
+                if outcome == NULL:
+                    if kind == KIND_F32:
+                        f32_out[row, n] = np.float32(np.nan)
+                        fe = end
+                    elif kind == KIND_F64:
+                        f64_out[row, n] = np.nan
+                        fe = end
+                elif outcome == NUMBER:
+                    if kind == KIND_F32:
+                        if m < _F32_EXACT and k <= 10:
+                            v32 = np.float32(m) / _POW10_F32[k]
+                            f32_out[row, n] = -v32 if neg else v32
+                            fe = end
+                    elif kind == KIND_F64:
+                        if m < _F64_EXACT and k <= 22:
+                            v64 = np.float64(m) / _POW10_F64[k]
+                            f64_out[row, n] = -v64 if neg else v64
+                            fe = end
+                    elif not neg and k == 0:
+                        i64_out[row, n] = m
+                        fe = end
+                if fe < 0:
+                    ok = False
+            scanned = fe < 0
             special = False  # CR or non-ASCII in the field
-            while fe < stop:
-                c = data[fe]
-                if c == 44 or c == 10:
-                    break
-                if c == 13 or c >= 128:
-                    special = True
-                fe += 1
+            if scanned:
+                fe = fs
+                while fe < stop:
+                    c = data[fe]
+                    if c == 44 or c == 10:
+                        break
+                    if c == 13 or c >= 128:
+                        special = True
+                    fe += 1
             end_line = fe >= stop or data[fe] == 10
             ce = fe
             if end_line and ce > fs and data[ce - 1] == 13:
@@ -262,14 +323,14 @@ def scan_rows(data, start, stop, n_fields, roles, kinds, strip_sets, header_firs
                 if same:
                     n_headers += 1
                     ok = False
-            if ok and special:
+            if ok and scanned and special:
                 for j in range(fs, ce):
                     if data[j] == 13 or data[j] >= 128:
                         ok = False
                         break
-            if ok and (ce == fs or field >= n_fields):
+            if ok and scanned and (ce == fs or field >= n_fields):
                 ok = False
-            if ok:
+            if ok and scanned:
                 role = roles[field]
                 if role == ROLE_TIMESTAMP:
                     # most lines share the second with the previous one: reuse it
@@ -295,33 +356,8 @@ def scan_rows(data, start, stop, n_fields, roles, kinds, strip_sets, header_firs
                             prev_secs_ns = ts - ts % 1_000_000_000
                         else:
                             ok = False
-                elif role >= 0:
-                    kind = kinds[role, 0]
-                    row = kinds[role, 1]
-                    outcome, neg, m, k = parse_number(data, fs, ce, strip_sets, role)
-                    if outcome == ODD:
-                        ok = False
-                    elif kind == KIND_I64:
-                        if outcome == NULL or neg or k > 0:
-                            ok = False
-                        else:
-                            i64_out[row, n] = m
-                    elif outcome == NULL:
-                        if kind == KIND_F32:
-                            f32_out[row, n] = np.float32(np.nan)
-                        else:
-                            f64_out[row, n] = np.nan
-                    elif kind == KIND_F32:
-                        if m >= _F32_EXACT or k > 10:
-                            ok = False
-                        else:
-                            v32 = np.float32(m) / _POW10_F32[k]
-                            f32_out[row, n] = -v32 if neg else v32
-                    elif m >= _F64_EXACT or k > 22:
-                        ok = False
-                    else:
-                        v64 = np.float64(m) / _POW10_F64[k]
-                        f64_out[row, n] = -v64 if neg else v64
+                elif role >= 0:  # a number that did not parse in place
+                    ok = False
             field += 1
             if end_line:
                 break
