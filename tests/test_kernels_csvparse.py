@@ -488,14 +488,18 @@ def test_unit_guard_is_needed():
     assert b"15 5%".rstrip(b" \t\r5%").lstrip() == b"1"
 
 
-def test_plain_number_files_take_polars_typed_path_by_default(real_traces):
-    """nounits files (the A100 log) go to Polars' typed reader unless asked otherwise;
-    files with units to the kernel."""
+def test_large_plain_number_files_take_polars_typed_path_by_default(real_traces):
+    """nounits files (the A100 log) over the size limit go to Polars' typed reader
+    unless asked otherwise; files with units, and small files, to the kernel."""
     calls = []
     fast_parse = nvsmi._fast_parse
+    a100 = real_traces / "powertrace-sim/a100-qwen3-8b-vllm-burstgpt_power_250ms.csv"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(nvsmi, "_fast_parse", lambda *a, **k: calls.append(1) or fast_parse(*a, **k))
-        nvsmi.read(real_traces / "powertrace-sim/a100-qwen3-8b-vllm-burstgpt_power_250ms.csv", ReadOptions(utc_offset_s=0))
-        assert calls == []
-        nvsmi.read(real_traces / "training_profile/h100-8gpu-gpt-training_100ms.csv", ReadOptions(utc_offset_s=0))
+        nvsmi.read(a100, ReadOptions(utc_offset_s=0))
         assert calls == [1]
+        mp.setattr(nvsmi, "KERNEL_PLAIN_MAX_BYTES", 1000)
+        nvsmi.read(a100, ReadOptions(utc_offset_s=0))
+        assert calls == [1]
+        nvsmi.read(real_traces / "training_profile/h100-8gpu-gpt-training_100ms.csv", ReadOptions(utc_offset_s=0))
+        assert calls == [1, 1]

@@ -23,9 +23,9 @@ digits) the exact path reads the whole file.
 
 The exact path is vectorized.  Polars' CSV reader splits every line into columns (blank
 lines kept as rows, so a row's position gives its line number); columns whose first
-rows are plain numbers (``nounits``) it parses itself, the others stay String; such
-files take this path even when the kernel applies, as Polars' typed, multi-threaded
-reader is the faster there.  Cheap
+rows are plain numbers (``nounits``) it parses itself, the others stay String; large
+such files take this path even when the kernel applies, as Polars' typed,
+multi-threaded reader is the faster there.  Cheap
 expressions with ``strict=False`` then parse the common spellings (fixed-width
 timestamp, one leading space, `` W`` suffix); only the rows they leave null are
 re-parsed exactly, and a value that is neither a number nor a null token marks the
@@ -138,9 +138,12 @@ UTF8_BOM = b"\xef\xbb\xbf"
 FAST_MAX_THREADS = 4
 FAST_SPLIT_BYTES = 1 << 20
 FAST_ODD_LINES = 4096
-#: Use the kernel also where every value column holds plain numbers (``nounits``); off
-#: because Polars' typed CSV reader is faster there (same results; tests turn it on).
+#: Use the kernel also for large files whose value columns all hold plain numbers
+#: (``nounits``); off because Polars' typed CSV reader is faster there (same results;
+#: tests turn it on).  Files up to ``KERNEL_PLAIN_MAX_BYTES`` take the kernel anyway
+#: (the typed reader's fixed costs dominate there).
 KERNEL_FOR_PLAIN_NUMBERS = False
+KERNEL_PLAIN_MAX_BYTES = 16 << 20
 #: Bytes of the head whose rows decide that (values with units show in the first rows).
 TYPED_PROBE_BYTES = 4096
 #: Bytes read to find the header and name the columns of noheader files.
@@ -758,8 +761,11 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
     # (files whose values are all plain numbers, nounits, parse faster in Polars' own
     # multi-threaded typed CSV reader; the kernel takes values with units)
     wanted = _wanted_types(col)
+    size = len(data) if isinstance(data, bytes) else data.stat().st_size
     use_kernel = frame is None and (
-        KERNEL_FOR_PLAIN_NUMBERS or len(_typed_columns(head[:TYPED_PROBE_BYTES], layout, wanted)) < len(wanted)
+        KERNEL_FOR_PLAIN_NUMBERS
+        or size <= KERNEL_PLAIN_MAX_BYTES
+        or len(_typed_columns(head[:TYPED_PROBE_BYTES], layout, wanted)) < len(wanted)
     )
     fast = _fast_parse(data, head, layout, col, numbers, path) if use_kernel else None
     if fast is not None:
