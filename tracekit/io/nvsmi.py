@@ -758,8 +758,8 @@ def read(path: Path, opts: ReadOptions) -> SourceFrame:
     optional = [c for c in numbers if c != "power_w"]
 
     # -- parse: one-pass kernel for clean rows, exact expressions for the rest -------
-    # (files whose values are all plain numbers, nounits, parse faster in Polars' own
-    # multi-threaded typed CSV reader; the kernel takes values with units)
+    # (large files whose values are all plain numbers, nounits, parse faster in Polars'
+    # own multi-threaded typed CSV reader; the kernel takes values with units)
     wanted = _wanted_types(col)
     size = len(data) if isinstance(data, bytes) else data.stat().st_size
     use_kernel = frame is None and (
