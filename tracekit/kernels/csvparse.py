@@ -56,11 +56,6 @@ _MIN_YEAR = 1700
 _MAX_YEAR = 2200
 
 
-@kernel
-def _is_blank(c: int) -> bool:
-    return c == 32 or c == 9 or c == 11 or c == 12 or c == 13
-
-
 @kernel(inline="always")
 def parse_timestamp_ns(data, a, b):
     """``YYYY/MM/DD HH:MM:SS.fff`` in ``data[a:b]`` as ns since 1970 (no zone), or
