@@ -3,17 +3,16 @@ tables, replayed traces as canonical datasets, HTML report with a Pareto plot)."
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import re
 from pathlib import Path
 
 import numpy as np
+
+from tracekit.report.htmlkit import decimate, page_head, png, pyplot, table
 import polars as pl
 import pyarrow as pa
 
-MAX_POINTS = 20_000
 
 
 # --------------------------------------------------------------------------- terminal
@@ -114,12 +113,12 @@ def write_trace(dst: Path | str, arrays, traceset, name: str, policy: dict | Non
                 batch.append(i)
                 rows += int(arrays.offsets[i + 1] - arrays.offsets[i])
             if batch and (i is None or rows >= 4 * 1024 * 1024):
-                writer.write(_batch_table(arrays, batch))
+                writer.write(_batchtable(arrays, batch))
                 batch, rows = [], 0
     return Path(dst)
 
 
-def _batch_table(arrays, gpus: list[int]) -> pa.Table:
+def _batchtable(arrays, gpus: list[int]) -> pa.Table:
     spans = [(int(arrays.offsets[i]), int(arrays.offsets[i + 1])) for i in gpus]
     idx = np.concatenate([np.full(b - a, k, dtype=np.int32) for k, (a, b) in enumerate(spans)])
     ts = np.concatenate([arrays.ts_ns[a:b] for a, b in spans])
@@ -153,44 +152,8 @@ def write_outputs(result, dst: Path | str) -> Path:
 # --------------------------------------------------------------------------- html
 
 
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return '<img src="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode() + '"/>'
-
-
-def _decimate(t: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS):
-    """Min/max decimation so peaks and dips survive the downsampling."""
-    n = len(y)
-    if n <= max_points:
-        return t, y
-    per = int(np.ceil(n / (max_points // 2)))
-    m = (n // per) * per
-    yy = np.where(np.isfinite(y[:m]), y[:m], np.nan).reshape(-1, per)
-    tt = t[:m].reshape(-1, per)
-    ok = np.isfinite(yy).any(axis=1)
-    yy, tt = yy[ok], tt[ok]
-    lo = np.nanargmin(yy, axis=1)
-    hi = np.nanargmax(yy, axis=1)
-    idx = np.sort(np.stack([lo, hi], axis=1), axis=1)
-    rows = np.arange(len(yy))[:, None]
-    return tt[rows, idx].ravel(), yy[rows, idx].ravel()
-
-
-def _table(rows: list[list], header: list[str]) -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
-
-
 def _plots(result) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = []
     policies = [r.figures for r in result.results]
@@ -213,7 +176,7 @@ def _plots(result) -> list[tuple[str, str]]:
         ax.set_xlabel("slowdown (x)")
         ax.set_ylabel("cluster peak cut (%)")
         ax.set_title("Sweep: peak cut vs slowdown vs energy")
-        out.append(("Pareto plot", _png(fig)))
+        out.append(("Pareto plot", png(fig)))
     fig, ax = plt.subplots(figsize=(11, 3.6))
     t0 = None
     for r in result.results[:8]:
@@ -223,13 +186,13 @@ def _plots(result) -> list[tuple[str, str]]:
             t0 = t[0]
         ts_s = (t - t0) / np.timedelta64(1, "s")
         y = cp.get_column("power_w").to_numpy() / 1e3
-        tx, yx = _decimate(ts_s, y)
+        tx, yx = decimate(ts_s, y)
         ax.plot(tx, yx, lw=0.6, label=r.name, color="black" if r.name == "baseline" else None)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("cluster power (kW)")
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("Cluster power, baseline and replayed" + (" (first 7 policies)" if len(result.results) > 8 else ""))
-    out.append(("Cluster power", _png(fig)))
+    out.append(("Cluster power", png(fig)))
     storage = [r for r in result.results if r.storage is not None]
     if storage:
         fig, ax = plt.subplots(figsize=(11, 3))
@@ -237,13 +200,13 @@ def _plots(result) -> list[tuple[str, str]]:
             for rack, part in r.storage.group_by("rack", maintain_order=True):
                 t = part.get_column("ts").to_numpy()
                 ts_s = (t - t[0]) / np.timedelta64(1, "s")
-                tx, yx = _decimate(ts_s, 100 * part.get_column("soc").to_numpy())
+                tx, yx = decimate(ts_s, 100 * part.get_column("soc").to_numpy())
                 ax.plot(tx, yx, lw=0.7, label=f"{r.name} {rack[0]}")
         ax.set_xlabel("time (s)")
         ax.set_ylabel("state of charge (%)")
         ax.legend(fontsize=7)
         ax.set_title("Rack storage state of charge")
-        out.append(("Storage", _png(fig)))
+        out.append(("Storage", png(fig)))
     return out
 
 
@@ -252,12 +215,7 @@ def replay_report(result) -> str:
     s = result.summary()
     d = s["dataset"]
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>tracekit replay</title><style>",
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
-        "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-        "img{max-width:100%}.warn{color:#a15c00}",
-        "</style></head><body>",
-        "<h1>tracekit replay</h1>",
+        page_head("tracekit replay"),
         f"<p>{d['gpus']} GPUs, {d['samples']:,} samples over {d['duration_s']:.1f} s; workload "
         f"<b>{html.escape(s['workload'])}</b>; cap controller window {s['cap_window_s']:g} s; synchronous "
         f"coupling {'on' if s['sync'] else 'off'}.</p>",
@@ -272,7 +230,7 @@ def replay_report(result) -> str:
                      *[_fmt(p["swing"].get(w, {}).get("max_w"), 0) for w in swing_keys],
                      f"{p['slowdown']:.4f}" if p.get("slowdown") is not None else "-",
                      ", ".join(f"{k} {v:.3f}" for k, v in p["phase_stretch"].items() if v is not None)])
-    parts.append("<h2>Policies (cluster)</h2>" + _table(
+    parts.append("<h2>Policies (cluster)</h2>" + table(
         rows, ["policy", "peak W", "peak cut", "p99 W", "min W", "mean W", "energy MJ", "energy change",
                *[f"swing {w} W" for w in swing_keys], "slowdown", "phase stretch"]))
     extra = []
@@ -285,8 +243,8 @@ def replay_report(result) -> str:
                 for k, v in p[key].items():
                     extra.append([p["name"], f"{key}.{k}", v])
     if extra:
-        parts.append("<h2>Details</h2>" + _table(extra, ["policy", "figure", "value"]))
-    parts.append("<h2>Model</h2>" + _table(
+        parts.append("<h2>Details</h2>" + table(extra, ["policy", "figure", "value"]))
+    parts.append("<h2>Model</h2>" + table(
         [[m, v["idle_w"], v["f0_mhz"], v["tdp_w"], v["a"], v["g"],
           ", ".join(f"{k} {b:g}" for k, b in v["beta"].items())] for m, v in s["models"].items()],
         ["model", "idle W", "f0 MHz", "TDP W", "a", "g", "beta"]))

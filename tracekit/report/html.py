@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 import numpy as np
 
+from tracekit.report.htmlkit import decimate, page_head, png, pyplot, table
+
 PHASE_COLORS = {"compute": "#d62728", "communication": "#1f77b4", "prompt": "#d62728", "token": "#ff7f0e",
                 "idle": "#1f77b4"}
-MAX_POINTS = 20_000
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return '<img src="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode() + '"/>'
-
-
-def _decimate(t: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS):
-    """Min/max decimation so peaks and dips survive the downsampling."""
-    n = len(y)
-    if n <= max_points:
-        return t, y
-    per = int(np.ceil(n / (max_points // 2)))
-    m = (n // per) * per
-    yy = y[:m].reshape(-1, per)
-    tt = t[:m].reshape(-1, per)
-    lo = np.nanargmin(np.where(np.isfinite(yy), yy, np.inf), axis=1)
-    hi = np.nanargmax(np.where(np.isfinite(yy), yy, -np.inf), axis=1)
-    idx = np.sort(np.stack([lo, hi], axis=1), axis=1)
-    rows = np.arange(len(yy))[:, None]
-    return tt[rows, idx].ravel(), yy[rows, idx].ravel()
 
 
 def _plots(a) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = []
     cp = a.cluster_power
@@ -51,7 +22,7 @@ def _plots(a) -> list[tuple[str, str]]:
     ts_s = (t - t0) / np.timedelta64(1, "s")
     y = cp.get_column("power_w").to_numpy() / 1e3
     fig, ax = plt.subplots(figsize=(11, 3.4))
-    tx, yx = _decimate(ts_s, y)
+    tx, yx = decimate(ts_s, y)
     ax.plot(tx, yx, lw=0.6, color="black")
     # shade the phase of the first GPU (the cluster moves together in training)
     if a.phases.height:
@@ -69,7 +40,7 @@ def _plots(a) -> list[tuple[str, str]]:
     ax.set_ylabel("cluster power (kW)")
     ax.set_title(f"Cluster power, phases of {a.phases.get_column('gpu')[0] if a.phases.height else ''} shaded, "
                  "events in purple")
-    out.append(("Cluster power", _png(fig)))
+    out.append(("Cluster power", png(fig)))
 
     sw = a.swings.filter(a.swings.get_column("level") == "cluster")
     if sw.height:
@@ -81,7 +52,7 @@ def _plots(a) -> list[tuple[str, str]]:
         ax.set_xlabel("sliding window")
         ax.legend()
         ax.set_title("Cluster swing (max - min) by window")
-        out.append(("Swing by window", _png(fig)))
+        out.append(("Swing by window", png(fig)))
 
     if a.spectrum:
         f, p = a.spectrum["freq_hz"], a.spectrum["psd"]
@@ -94,7 +65,7 @@ def _plots(a) -> list[tuple[str, str]]:
         ax.set_ylabel("PSD (W²/Hz)")
         ax.legend()
         ax.set_title("Cluster power spectrum (Welch)")
-        out.append(("Spectrum", _png(fig)))
+        out.append(("Spectrum", png(fig)))
 
     hm = a.gpu_heatmap
     if hm is not None and len(hm["gpus"]):
@@ -106,14 +77,8 @@ def _plots(a) -> list[tuple[str, str]]:
         ax.set_xlabel("time (s)")
         ax.set_ylabel("GPU")
         ax.set_title("Per-GPU power")
-        out.append(("Per-GPU heatmap", _png(fig)))
+        out.append(("Per-GPU heatmap", png(fig)))
     return out
-
-
-def _table(rows: list[list], header: list[str]) -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
 
 
 def analysis_report(a) -> str:
@@ -121,30 +86,25 @@ def analysis_report(a) -> str:
     d = s["dataset"]
     c = s["levels"]["cluster"]["cluster"]
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>tracekit analyze</title><style>",
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
-        "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-        "img{max-width:100%}.warn{color:#a15c00}",
-        "</style></head><body>",
-        "<h1>tracekit analyze</h1>",
+        page_head("tracekit analyze"),
         f"<p>{d['gpus']} GPUs on {d['hosts']} hosts, {d['samples']:,} samples over {d['duration_s']:.1f} s; "
         f"sampling {d['sample_period_ms']} ms, effective update {d['effective_period_ms']} ms; "
         f"workload <b>{html.escape(s['workload'])}</b>.</p>",
     ]
-    parts.append("<h2>Cluster</h2>" + _table(
+    parts.append("<h2>Cluster</h2>" + table(
         [[k, v] for k, v in c.items() if k != "swing"], ["metric", "value"]))
-    parts.append("<h2>Phases</h2>" + _table(
+    parts.append("<h2>Phases</h2>" + table(
         [[name, *[v[k] for k in ("fraction", "mean_w", "p99_w", "count", "mean_duration_ms")]]
          for name, v in s["phases"].items()],
         ["phase", "time fraction", "mean W", "p99 W", "segments", "mean duration ms"]))
     if s["iterations"]:
-        parts.append("<h2>Iterations</h2>" + _table([[k, v] for k, v in s["iterations"].items()], ["", ""]))
+        parts.append("<h2>Iterations</h2>" + table([[k, v] for k, v in s["iterations"].items()], ["", ""]))
     if s["events"]:
-        parts.append("<h2>Events</h2>" + _table(
+        parts.append("<h2>Events</h2>" + table(
             [[e["kind"], e["start"], e["end"], f"{e['duration_s']:.2f}", f"{e['depth_w']:.0f}"] for e in s["events"]],
             ["kind", "start", "end", "duration s", "depth W"]))
     if s["violations"]:
-        parts.append("<h2>Grid rule violations</h2>" + _table(
+        parts.append("<h2>Grid rule violations</h2>" + table(
             [[v["rule"], v["group"], v["start"], v["end"], v["value"], v["limit"]] for v in s["violations"]],
             ["rule", "group", "start", "end", "value", "limit"]))
     for w in s["warnings"]:
