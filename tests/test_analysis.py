@@ -10,13 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from tracekit.analysis.analyze import analyze
-from tracekit.analysis.phases import detect, gpu_arrays
+from tracekit.analysis.phases import detect
 from tracekit.analysis.rules import load_rules
 from tracekit.analysis.spectrum import welch_spectrum
 from tracekit.errors import InputError
 from tracekit.quality import DataQuality
 from tracekit.synth import inference, training
-from tracekit.traceset import TraceSet
+from tracekit.traceset import TraceSet, gpu_arrays
 
 
 def _traceset(result) -> TraceSet:

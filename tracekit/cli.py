@@ -6,7 +6,6 @@ Heavy modules (Polars, Numba, kernels) are imported inside the commands, so
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 

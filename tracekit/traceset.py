@@ -7,7 +7,7 @@ auto-detected by content), or a canonical dataset folder written by ``convert``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +160,21 @@ class TraceSet:
                 "peak_w": st["peak_w"],
             }).with_columns(pl.col(c).fill_nan(None) for c in ("sample_period_ms", "effective_period_ms"))
         return self._periods
+
+    def median_periods_s(self, verb: str = "analyze") -> tuple[float, float]:
+        """(sampling period, effective update period) in seconds, medians over GPUs.
+
+        Raises ParameterError when no GPU has two samples (nothing to ``verb``)."""
+        from tracekit.errors import ParameterError
+
+        if self.n_samples == 0:
+            raise ParameterError(f"no samples to {verb} (every row was excluded; see tracekit info)")
+        periods = self.gpu_periods()
+        sample_s = float(periods.get_column("sample_period_ms").median() or 0) / 1e3
+        effective_s = float(periods.get_column("effective_period_ms").median() or 0) / 1e3
+        if not sample_s > 0:
+            raise ParameterError(f"cannot {verb}: every GPU has a single sample (no sampling period)")
+        return sample_s, effective_s
 
     def power_semantics(self) -> dict:
         kinds = {(s["power"]["kind"], s["power"].get("window_s")) for s in self.sources if s.get("power")}

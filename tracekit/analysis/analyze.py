@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import polars as pl
 
 from tracekit.analysis import aggregate as agg
@@ -131,15 +130,9 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
     warnings: list[str] = list(traceset.quality.warnings)
 
     topology = traceset.topology
-    if traceset.n_samples == 0:
-        raise ParameterError("no samples to analyze (every row was excluded; see tracekit info)")
-
     step("resolution")
+    sample_period_s, effective_period_s = traceset.median_periods_s("analyze")
     periods = traceset.gpu_periods()
-    sample_period_s = float(periods.get_column("sample_period_ms").median() or 0) / 1e3
-    effective_period_s = float(periods.get_column("effective_period_ms").median() or 0) / 1e3
-    if not sample_period_s > 0:
-        raise ParameterError("cannot analyze: every GPU has a single sample (no sampling period)")
     resolution_s = opts.resolution_s or sample_period_s
     if resolution_s <= 0:
         raise ParameterError(f"--resolution must be positive, got {resolution_s}")

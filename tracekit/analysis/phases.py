@@ -18,7 +18,7 @@ import polars as pl
 
 from tracekit.kernels.levels import histogram_bin_centers, kmeans_1d, label_histogram, power_histogram
 from tracekit.kernels.phases import label_phases, phase_segments
-from tracekit.traceset import GpuArrays, gpu_arrays  # noqa: F401 - re-exported
+from tracekit.traceset import GpuArrays
 
 PHASE_NAMES = {
     "training": ("communication", "compute"),

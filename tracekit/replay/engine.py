@@ -299,14 +299,8 @@ def build_context(traceset, options: ReplayOptions, progress: Callable[[str], No
     from tracekit.analysis import phases as ph
     from tracekit.analysis.iterations import autocorr_period_s
 
-    if traceset.n_samples == 0:
-        raise ParameterError("no samples to replay (every row was excluded; see tracekit info)")
     progress("resolution")
-    periods = traceset.gpu_periods()
-    sample_period_s = float(periods.get_column("sample_period_ms").median() or 0) / 1e3
-    effective_period_s = float(periods.get_column("effective_period_ms").median() or 0) / 1e3
-    if not sample_period_s > 0:
-        raise ParameterError("cannot replay: every GPU has a single sample (no sampling period)")
+    sample_period_s, effective_period_s = traceset.median_periods_s("replay")
     resolution_s = options.resolution_s or sample_period_s
     if not resolution_s > 0:
         raise ParameterError(f"resolution must be positive, got {resolution_s}")
