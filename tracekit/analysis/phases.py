@@ -161,8 +161,8 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
         seg = phase_segments(ts, power, gpu_labels, last_hold_ns=last_hold_ns)
         end_idx = np.minimum(seg.end_idx, len(ts) - 1)
         end_ts = np.where(seg.end_idx < len(ts), ts[end_idx], ts[-1] + last_hold_ns)
-        frame = pl.DataFrame({
-            "gpu": pl.Series([gpu], dtype=pl.String).gather(np.zeros(len(seg.label), dtype=np.int64)),
+        frame = {
+            "gpu": np.full(len(seg.label), i, dtype=np.int64),
             "start": ts[seg.start_idx],
             "end": end_ts,
             "label": seg.label.astype(np.int8),
@@ -170,7 +170,7 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
             "peak_w": seg.peak_w,
             "energy_j": seg.energy_j,
             "covered_s": seg.covered_s,
-        })
+        }
         row = {"gpu": gpu}
         for j, name in enumerate(names):
             jj = j - (k - kk)
@@ -195,8 +195,11 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
                   "phase": pl.String, "mean_w": pl.Float64, "peak_w": pl.Float64, "energy_j": pl.Float64,
                   "covered_s": pl.Float64}
     if seg_frames:
+        columns = {key: np.concatenate([f[key] for f in seg_frames]) for key in seg_frames[0]}
+        gpu_names = pl.Series("gpu", arrays.gpus, dtype=pl.String)
         segments = (
-            pl.concat(seg_frames)
+            pl.DataFrame(columns)
+            .with_columns(gpu_names.gather(columns["gpu"]).alias("gpu"))
             .join(phase_of, on="label", how="left")
             .with_columns(
                 pl.col("start").cast(pl.Datetime("ns", "UTC")),
