@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -21,6 +22,7 @@ from tracekit.specs import find_gpu_spec, gpu_spec
 from tracekit.units import parse_duration_s
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+SAMPLE_RAW = Path(__file__).resolve().parents[1] / "sample_traces" / "raw"
 
 
 def _frame(gpu, ts_ms, power, start_line=2):
@@ -228,3 +230,19 @@ def test_spec_lookup():
     assert find_gpu_spec("H100 PCIe").tdp_w == 350
     with pytest.raises(ParameterError, match="known models"):
         gpu_spec("Z999")
+
+
+def test_convert_raw_then_analyze_equals_raw(tmp_path):
+    """A converted dataset carries the same samples and accounting as its raw source."""
+    from tracekit.analysis.analyze import analyze
+
+    raw = SAMPLE_RAW / "nvsmi_csv_noindex_h100_8gpu_100ms.csv"
+    runner = CliRunner()
+    r = runner.invoke(cli, ["convert", str(raw), str(tmp_path / "ds"), "--utc-offset", "2h"])
+    assert r.exit_code == 0, r.output
+    direct = tracekit.open(raw, utc_offset_s=7200.0)
+    converted = tracekit.open(tmp_path / "ds")
+    assert converted.samples.equals(direct.samples)
+    assert converted.quality.to_dict() == direct.quality.to_dict()
+    a, b = analyze(direct).summary(), analyze(converted).summary()
+    assert a["levels"] == b["levels"] and a["phases"] == b["phases"]

@@ -113,8 +113,15 @@ class TraceSet:
 
     @property
     def samples(self) -> pl.DataFrame:
+        """All canonical columns (for a canonical dataset read lazily from its files,
+        so optional columns such as clocks and utilization are kept)."""
         if self._samples is None:
-            self._samples = self._arrays.to_frame()
+            if self.manifest is not None and self.sources and self.sources[0].get("format") == "canonical":
+                from tracekit.io.dataset import read_dataset_samples
+
+                self._samples = read_dataset_samples(self.sources[0]["path"])
+            else:
+                self._samples = self._arrays.to_frame()
         return self._samples
 
     def arrays(self) -> GpuArrays:
