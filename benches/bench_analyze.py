@@ -52,23 +52,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from tracekit.engine.memory import peak_rss_mib
+
 WINDOWS = (("100ms", 0.1), ("1s", 1.0), ("2s", 2.0), ("5s", 5.0), ("60s", 60.0))
 PARTS = ("compile", "tracekit", "tracekit_cluster", "polars", "duckdb", "decode")
 ABS_TOL_W = 0.01
 REL_TOL = 1e-7
-
-
-def peak_rss_mib() -> float:
-    """Peak RSS of this process (MiB) from VmHWM (reset by exec, so a child's is its own)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def rss_mib() -> float:

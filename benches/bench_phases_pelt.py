@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tracekit.engine.memory import peak_rss_mib
+
 CASES = {
     "training": ("training", {"seed": 1}),
     "training_noisy": ("training", {"seed": 1, "noise_w": 25.0}),
@@ -53,18 +55,6 @@ CASES = {
 }
 RATE_HZ = 1000.0
 HEADLINE_PEN = 2.0
-
-
-def peak_rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def make_case(workload: str, gpus: int, seconds: float, params: dict):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -36,18 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def peak_rss_mib() -> float:
-    """Peak RSS of this process (MiB): VmHWM where /proc has it (reset by exec, so a
-    child's figure is its own), else ``resource.getrusage`` (which on Linux keeps the
-    parent's RSS at fork across exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from tracekit.engine.memory import peak_rss_mib
 
 
 def dir_bytes(path: Path) -> int:
