@@ -87,7 +87,8 @@ def _grid_param(func: str, grid: object) -> TimeGrid:
 
 @kernel
 def _accumulate_grid_kernel(
-    ts_ns, power_w, gpu_offsets, group_of_gpu, params, final, carry_ts, carry_power, energy_j, covered_s
+    ts_ns, power_w, gpu_offsets, group_of_gpu, params, final, carry_ts, carry_power, energy_j, covered_s,
+    cell_means, heat_per, peaks, heat_e, heat_c,
 ):
     # One pass per GPU over its time-ordered samples, preceded by the carried last
     # sample of its previous chunk.  The current cell's sums stay in registers
@@ -96,6 +97,12 @@ def _accumulate_grid_kernel(
     # Cells are found by stepping, dividing only after a jump.  (Written as one
     # loop on purpose: helper calls with array arguments were not inlined and
     # made the kernel several times slower.)
+    #
+    # With ``cell_means`` (one final chunk, no carry) each GPU's finished cell adds
+    # its time-weighted mean (W) instead of its energy (J) into ``energy_j``, and the
+    # GPU's peak cell mean and its energy/covered time in bins of ``heat_per`` cells
+    # are recorded.  A GPU finishes each cell exactly once (cells only move forward),
+    # so the division is exact.
     t0 = params[_P_T0]
     step = params[_P_STEP]
     n_cells = params[_P_N_CELLS]
@@ -117,6 +124,7 @@ def _accumulate_grid_kernel(
         cell_start = t0
         acc_e = 0.0
         acc_ns = 0
+        peak = -np.inf
         for k in range(first, stop):
             if k < lo:
                 a = carry_ts[g]
@@ -145,8 +153,15 @@ def _accumulate_grid_kernel(
             cell_end = cell_start + step
             if a >= cell_end:  # leave the current cell: write its sums, find a's cell
                 if acc_ns > 0:
-                    energy_j[row, c] += acc_e * 1e-9
+                    v = acc_e / acc_ns if cell_means else acc_e * 1e-9
+                    energy_j[row, c] += v
                     covered_s[row, c] += acc_ns * 1e-9
+                    if cell_means:
+                        if v > peak:
+                            peak = v
+                        if heat_per > 0:
+                            heat_e[g, c // heat_per] += acc_e * 1e-9
+                            heat_c[g, c // heat_per] += acc_ns * 1e-9
                 acc_e = 0.0
                 acc_ns = 0
                 if a - cell_end < step:
@@ -160,27 +175,55 @@ def _accumulate_grid_kernel(
                 acc_e += p * (b - a)
                 acc_ns += b - a
                 continue
+            # the hold crosses cell ends: finish this cell, whole cells, then the rest
             acc_e += p * (cell_end - a)
             acc_ns += cell_end - a
-            energy_j[row, c] += acc_e * 1e-9
+            v = acc_e / acc_ns if cell_means else acc_e * 1e-9
+            energy_j[row, c] += v
             covered_s[row, c] += acc_ns * 1e-9
+            if cell_means:
+                if v > peak:
+                    peak = v
+                if heat_per > 0:
+                    heat_e[g, c // heat_per] += acc_e * 1e-9
+                    heat_c[g, c // heat_per] += acc_ns * 1e-9
             c += 1
             cell_start = cell_end
+            whole = p if cell_means else p * step_s
             while b > cell_start + step:  # whole cells
-                energy_j[row, c] += p * step_s
+                energy_j[row, c] += whole
                 covered_s[row, c] += step_s
+                if cell_means:
+                    if p > peak:
+                        peak = p
+                    if heat_per > 0:
+                        heat_e[g, c // heat_per] += p * step_s
+                        heat_c[g, c // heat_per] += step_s
                 c += 1
                 cell_start += step
             acc_e = p * (b - cell_start)
             acc_ns = b - cell_start
-        if acc_ns > 0:
-            energy_j[row, c] += acc_e * 1e-9
+        if acc_ns > 0:  # the last open cell
+            v = acc_e / acc_ns if cell_means else acc_e * 1e-9
+            energy_j[row, c] += v
             covered_s[row, c] += acc_ns * 1e-9
+            if cell_means:
+                if v > peak:
+                    peak = v
+                if heat_per > 0:
+                    heat_e[g, c // heat_per] += acc_e * 1e-9
+                    heat_c[g, c // heat_per] += acc_ns * 1e-9
+        if cell_means:
+            peaks[g] = peak if peak > -np.inf else np.nan
         if final or hi > lo:
             carry_ts[g] = NO_TS
         if not final and hi > lo:
             carry_ts[g] = ts_ns[hi - 1]
             carry_power[g] = power_w[hi - 1]
+
+
+_NO_PEAKS = np.zeros(0, dtype=np.float64)
+_NO_HEAT = np.zeros((0, 0), dtype=np.float64)
 
 
 def _hold_params(func: str, max_gap_ns: object, hold_ns: object) -> tuple[int, int]:
@@ -287,6 +330,7 @@ def accumulate_grid(
         np.zeros(1, dtype=np.float64),
         energy_j.reshape(1, -1),
         covered_s.reshape(1, -1),
+        False, 0, _NO_PEAKS, _NO_HEAT, _NO_HEAT,
     )
     return energy_j, covered_s
 
@@ -426,6 +470,7 @@ class GridAccumulator:
             self.carry_power,
             self.energy_j,
             self.covered_s,
+            False, 0, _NO_PEAKS, _NO_HEAT, _NO_HEAT,
         )
         self._finished = final
 
@@ -460,111 +505,6 @@ class GridAccumulator:
         return self.energy_j, self.covered_s
 
 
-@kernel
-def _cell_means_kernel(ts_ns, power_w, gpu_offsets, row_of_gpu, params, heat_per,
-                       mean_sum, gpu_time_s, peaks, heat_e, heat_c):
-    # The loop of _accumulate_grid_kernel (final chunk, no carry), but each GPU's
-    # finished cell is turned into its time-weighted mean at once and added into
-    # the GPU's row: no per-GPU arrays are ever materialised.  A GPU finishes each
-    # cell exactly once (cells only move forward), so the division is exact.
-    t0 = params[_P_T0]
-    step = params[_P_STEP]
-    n_cells = params[_P_N_CELLS]
-    max_gap = params[_P_MAX_GAP]
-    hold = params[_P_HOLD]
-    grid_end = t0 + step * n_cells
-    step_s = step * 1e-9
-    n_gpus = gpu_offsets.shape[0] - 1
-    for g in range(n_gpus):
-        row = row_of_gpu[g]
-        lo = gpu_offsets[g]
-        hi = gpu_offsets[g + 1]
-        peak = -np.inf
-        c = 0
-        cell_start = t0
-        acc_e = 0.0
-        acc_ns = 0
-        for k in range(lo, hi):
-            a = ts_ns[k]
-            p = np.float64(power_w[k])
-            if k + 1 < hi:
-                t_next = ts_ns[k + 1]
-                if t_next - a <= max_gap:
-                    b = t_next
-                else:
-                    b = a + hold
-                    if b > t_next:
-                        b = t_next
-            else:
-                b = a + hold
-            if np.isnan(p):
-                continue
-            if a < t0:
-                a = t0
-            if b > grid_end:
-                b = grid_end
-            if b <= a:
-                continue
-            cell_end = cell_start + step
-            if a >= cell_end:
-                if acc_ns > 0:
-                    m = acc_e / acc_ns
-                    mean_sum[row, c] += m
-                    gpu_time_s[row, c] += acc_ns * 1e-9
-                    if m > peak:
-                        peak = m
-                    if heat_per > 0:
-                        heat_e[g, c // heat_per] += acc_e * 1e-9
-                        heat_c[g, c // heat_per] += acc_ns * 1e-9
-                acc_e = 0.0
-                acc_ns = 0
-                if a - cell_end < step:
-                    c += 1
-                    cell_start = cell_end
-                else:
-                    c = (a - t0) // step
-                    cell_start = t0 + c * step
-                cell_end = cell_start + step
-            if b <= cell_end:
-                acc_e += p * (b - a)
-                acc_ns += b - a
-                continue
-            acc_e += p * (cell_end - a)
-            acc_ns += cell_end - a
-            m = acc_e / acc_ns
-            mean_sum[row, c] += m
-            gpu_time_s[row, c] += acc_ns * 1e-9
-            if m > peak:
-                peak = m
-            if heat_per > 0:
-                heat_e[g, c // heat_per] += acc_e * 1e-9
-                heat_c[g, c // heat_per] += acc_ns * 1e-9
-            c += 1
-            cell_start = cell_end
-            while b > cell_start + step:
-                mean_sum[row, c] += p
-                gpu_time_s[row, c] += step_s
-                if p > peak:
-                    peak = p
-                if heat_per > 0:
-                    heat_e[g, c // heat_per] += p * step_s
-                    heat_c[g, c // heat_per] += step_s
-                c += 1
-                cell_start += step
-            acc_e = p * (b - cell_start)
-            acc_ns = b - cell_start
-        if acc_ns > 0:
-            m = acc_e / acc_ns
-            mean_sum[row, c] += m
-            gpu_time_s[row, c] += acc_ns * 1e-9
-            if m > peak:
-                peak = m
-            if heat_per > 0:
-                heat_e[g, c // heat_per] += acc_e * 1e-9
-                heat_c[g, c // heat_per] += acc_ns * 1e-9
-        peaks[g] = peak if peak > -np.inf else np.nan
-
-
 class CellMeans(NamedTuple):
     """Sums of per-GPU cell means on a grid (see :func:`grid_cell_means`)."""
 
@@ -596,8 +536,9 @@ def grid_cell_means(
     ``heat_per > 0``, its energy and covered time in bins of ``heat_per`` cells
     (``heat_*`` shape ``(n_gpus, ceil(n_cells / heat_per))``).
 
-    This is the fused form of "accumulate each GPU, divide, add into its group":
-    the per-GPU cell arrays are never materialised.
+    This is the fused form of "accumulate each GPU, divide, add into its group" (the
+    same kernel as :func:`accumulate_grid` in its cell-means mode): the per-GPU cell
+    arrays are never materialised.
     """
     func = "grid_cell_means"
     grid = _grid_param(func, grid)
@@ -617,6 +558,7 @@ def grid_cell_means(
     peaks = np.empty(n_gpus)
     heat_e = np.zeros((n_gpus if heat_per else 0, n_heat))
     heat_c = np.zeros((n_gpus if heat_per else 0, n_heat))
-    _cell_means_kernel(ts, power, offsets, rows, _params(grid, max_gap, hold), heat_per,
-                       mean_sum, gpu_time, peaks, heat_e, heat_c)
+    _accumulate_grid_kernel(ts, power, offsets, rows, _params(grid, max_gap, hold), True,
+                            np.full(n_gpus, NO_TS, dtype=np.int64), np.zeros(n_gpus), mean_sum, gpu_time,
+                            True, heat_per, peaks, heat_e, heat_c)
     return CellMeans(mean_sum, gpu_time, peaks, heat_e, heat_c)
