@@ -271,7 +271,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
         events=events,
         violations=violations,
         offsets_s=offsets,
-        warnings=_dedupe(warnings + _semantics_warning(semantics, detection)),
+        warnings=list(dict.fromkeys(warnings + _semantics_warning(semantics, detection))),
         spectrum=spectrum_out,
         gpu_heatmap=heatmap,
     )
@@ -279,15 +279,6 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
 
 def _round(v, digits: int = 6):
     return None if v is None else round(float(v), digits)
-
-
-def _dedupe(items: list[str]) -> list[str]:
-    seen, out = set(), []
-    for i in items:
-        if i not in seen:
-            seen.add(i)
-            out.append(i)
-    return out
 
 
 def _semantics_warning(semantics: dict, detection) -> list[str]:

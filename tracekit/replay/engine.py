@@ -1027,13 +1027,7 @@ def replay(traceset, *, cap=None, lock_mhz=None, smoothing=None, storage=None, s
     dataset = traceset.dataset_summary()
     dataset["resolution_ms"] = round(ctx.resolution_s * 1e3, 6)
     return Replay(dataset=dataset, workload=ctx.workload, options=opts, models=models, iterations=iterations,
-                  results=results, warnings=_dedupe(ctx.warnings), _ctx=ctx)
+                  results=results, warnings=list(dict.fromkeys(ctx.warnings)), _ctx=ctx)
 
 
-def _dedupe(items: list[str]) -> list[str]:
-    seen, out = set(), []
-    for i in items:
-        if i not in seen:
-            seen.add(i)
-            out.append(i)
-    return out
+
