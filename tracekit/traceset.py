@@ -78,6 +78,21 @@ class GpuArrays:
         })
 
 
+def periods_frame(gpus: list[str], st: dict) -> pl.DataFrame:
+    """The :meth:`TraceSet.gpu_periods` frame from :func:`tracekit.kernels.stats.gpu_sampling` output."""
+    return pl.DataFrame({
+        "gpu": pl.Series(gpus, dtype=pl.String),
+        "samples": st["samples"],
+        "start": pl.Series(st["start_ns"]).cast(pl.Datetime("ns", "UTC")),
+        "end": pl.Series(st["end_ns"]).cast(pl.Datetime("ns", "UTC")),
+        "sample_period_ms": st["sample_period_ms"],
+        "effective_period_ms": st["effective_period_ms"],
+        "mean_w": st["mean_w"],
+        "min_w": st["min_w"],
+        "peak_w": st["peak_w"],
+    }).with_columns(pl.col(c).fill_nan(None) for c in ("sample_period_ms", "effective_period_ms"))
+
+
 def gpu_arrays(samples: pl.DataFrame, topology: pl.DataFrame) -> GpuArrays:
     """Flat arrays of a sample frame sorted by (gpu, ts)."""
     counts = samples.group_by("gpu", maintain_order=True).len()
@@ -99,9 +114,9 @@ class TraceSet:
 
     def __init__(self, samples: pl.DataFrame | None, topology: pl.DataFrame, quality: DataQuality,
                  sources: list[dict] | None = None, path: str = "", manifest: dict | None = None,
-                 arrays: GpuArrays | None = None):
-        if samples is None and arrays is None:
-            raise ValueError("TraceSet needs samples or arrays")
+                 arrays: GpuArrays | None = None, index=None):
+        if samples is None and arrays is None and index is None:
+            raise ValueError("TraceSet needs samples, arrays or a dataset index")
         self._samples = samples
         self._arrays = arrays
         self.topology = topology
@@ -109,6 +124,9 @@ class TraceSet:
         self.sources = sources or []
         self.path = path
         self.manifest = manifest
+        #: :class:`tracekit.io.dataset.DatasetIndex` of a canonical dataset whose
+        #: samples are read on first use (or streamed by GPU batch, never all at once)
+        self.index = index
         self._periods: pl.DataFrame | None = None
 
     @property
@@ -126,12 +144,24 @@ class TraceSet:
 
     def arrays(self) -> GpuArrays:
         if self._arrays is None:
-            self._arrays = gpu_arrays(self._samples, self.topology)
+            if self._samples is None:
+                self._arrays = _load_index_arrays(self.index, self.topology)
+            else:
+                self._arrays = gpu_arrays(self._samples, self.topology)
         return self._arrays
 
     @property
+    def loaded(self) -> bool:
+        """Whether the samples are in memory (else they are read from the dataset on use)."""
+        return self._arrays is not None or self._samples is not None
+
+    @property
     def n_samples(self) -> int:
-        return self._arrays.n_samples if self._arrays is not None else self._samples.height
+        if self._arrays is not None:
+            return self._arrays.n_samples
+        if self._samples is not None:
+            return self._samples.height
+        return int(self.index.gpu_rows.sum())
 
     # -- derived facts ---------------------------------------------------------------
     @property
@@ -155,18 +185,12 @@ class TraceSet:
 
             parts = map_ranges(part, np.diff(a.offsets)) or [gpu_sampling(a.ts_ns, a.power_w, a.offsets)]
             st = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-            self._periods = pl.DataFrame({
-                "gpu": pl.Series(a.gpus, dtype=pl.String),
-                "samples": st["samples"],
-                "start": pl.Series(st["start_ns"]).cast(pl.Datetime("ns", "UTC")),
-                "end": pl.Series(st["end_ns"]).cast(pl.Datetime("ns", "UTC")),
-                "sample_period_ms": st["sample_period_ms"],
-                "effective_period_ms": st["effective_period_ms"],
-                "mean_w": st["mean_w"],
-                "min_w": st["min_w"],
-                "peak_w": st["peak_w"],
-            }).with_columns(pl.col(c).fill_nan(None) for c in ("sample_period_ms", "effective_period_ms"))
+            self._periods = periods_frame(a.gpus, st)
         return self._periods
+
+    def set_periods(self, periods: pl.DataFrame) -> None:
+        """Use per-GPU sampling statistics computed elsewhere (the streaming pass)."""
+        self._periods = periods
 
     def median_periods_s(self, verb: str = "analyze") -> tuple[float, float]:
         """(sampling period, effective update period) in seconds, medians over GPUs.
@@ -325,10 +349,23 @@ def _read_canonical(path: Path):
 
 
 def _open_canonical_arrays(path: Path, topology, strict: bool) -> TraceSet:
-    """One canonical dataset, read straight into arrays (the fast path)."""
-    from tracekit.io.dataset import read_dataset_arrays, read_topology
+    """One canonical dataset: its footers indexed now, its samples read on first use
+    (straight into arrays), or streamed by GPU batch by ``analyze``."""
+    from tracekit.io.dataset import DatasetIndex, read_dataset_arrays, read_manifest, read_topology
 
-    gpus, offsets, ts, power, manifest = read_dataset_arrays(path)
+    manifest = read_manifest(path)
+    try:
+        index = DatasetIndex(path)
+    except InputError as exc:
+        if "row group" not in str(exc):
+            raise
+        index = None  # not one GPU per row group: read it whole now
+    arrays_args = None
+    if index is None:
+        gpus, offsets, ts, power, manifest = read_dataset_arrays(path)
+        arrays_args, n_rows = (offsets, ts, power), len(ts)
+    else:
+        gpus, n_rows = index.gpus, int(index.gpu_rows.sum())
     topo = read_topology(path)
     if topology is not None:
         topo = topology if isinstance(topology, pl.DataFrame) else _load_topology_file(Path(topology))
@@ -336,13 +373,22 @@ def _open_canonical_arrays(path: Path, topology, strict: bool) -> TraceSet:
         missing = sorted(set(gpus) - set(topo.get_column("gpu").to_list()))
         if missing:
             raise InputError(f"GPUs of the dataset missing from the topology: {missing[:5]}", path=str(path))
-    q = _canonical_quality(manifest, len(ts))
+    q = _canonical_quality(manifest, n_rows)
     if strict:
         q.raise_if_strict(str(path))
     topo = topo.filter(pl.col("gpu").is_in(gpus))
-    arrays = GpuArrays(gpus, offsets, ts, power, topo)
+    arrays = GpuArrays(gpus, *arrays_args, topo) if arrays_args else None
     return TraceSet(None, topo, q, [_canonical_source(path, manifest, q, len(gpus))], path=str(path),
-                    manifest=manifest, arrays=arrays)
+                    manifest=manifest, arrays=arrays, index=index)
+
+
+def _load_index_arrays(index, topology: pl.DataFrame) -> GpuArrays:
+    from tracekit.io.dataset import read_dataset_arrays
+
+    gpus, offsets, ts, power, _ = read_dataset_arrays(index.path)
+    if gpus != index.gpus:
+        raise InputError("the dataset's files changed since it was opened", path=index.path)
+    return GpuArrays(gpus, offsets, ts, power, topology)
 
 
 def _load_topology_file(path: Path) -> pl.DataFrame:

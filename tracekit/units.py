@@ -29,3 +29,26 @@ def parse_duration_s(text: str | float | int, *, what: str = "duration", default
     if unit not in _UNITS_S:
         raise ParameterError(f"unknown unit {m.group(2)!r} in {what} {text!r}; use ns, us, ms, s, m, h or d")
     return float(m.group(1)) * _UNITS_S[unit]
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+               "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20, "gi": 2**30, "gib": 2**30, "ti": 2**40,
+               "tib": 2**40}
+
+
+def parse_size_bytes(text: str | int | float, *, what: str = "size") -> int:
+    """Bytes from ``"2GiB"``, ``"1.5GB"``, ``"512MiB"``, ``"800M"`` or a plain number of bytes.
+
+    Raises ParameterError naming ``what``.
+    """
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        m = _SIZE.match(text)
+        if not m or m.group(2).lower() not in _SIZE_UNITS:
+            raise ParameterError(f"cannot read {what} {text!r}; write e.g. 2GiB, 1.5GB or 512MiB")
+        value = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    if not value > 0:
+        raise ParameterError(f"{what} must be positive, got {text!r}")
+    return int(value)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -78,19 +79,39 @@ def _histogram(power: np.ndarray, hi_w: float) -> tuple[np.ndarray, np.ndarray]:
     return counts, histogram_bin_centers(bin_w=BIN_W, n_bins=n_bins)
 
 
+def pooled_histogram(power: np.ndarray) -> np.ndarray:
+    """Counts of ``power`` in 1 W bins from 0 up to 1 % above its finite maximum
+    (histograms of parts add up after zero-padding to the longest)."""
+    finite_max = np.nanmax(power) if len(power) else np.nan
+    if not np.isfinite(finite_max):
+        return np.zeros(0, dtype=np.int64)
+    return _histogram(power, float(finite_max) * 1.01 + BIN_W)[0]
+
+
+def add_histograms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum of two 1 W histograms of different lengths."""
+    if len(a) < len(b):
+        a, b = b, a
+    out = a.copy()
+    out[: len(b)] += b
+    return out
+
+
 def choose_workload(arrays: GpuArrays) -> str:
-    """``training`` or ``inference`` from the pooled power histogram.
+    """``training`` or ``inference`` from the pooled power histogram of all GPUs
+    (see :func:`workload_from_histogram`)."""
+    return workload_from_histogram(pooled_histogram(arrays.power_w))
+
+
+def workload_from_histogram(counts: np.ndarray) -> str:
+    """``training`` or ``inference`` from a pooled 1 W power histogram.
 
     Three-level fit on all GPUs' samples: inference shows a populated middle (token)
     level distinct from both idle and prompt, and its highest level holds a small
     share of the time; training's power sits at two levels (the high one holding
     most of the time) with the rest in transitions.
     """
-    p = arrays.power_w
-    finite_max = np.nanmax(p) if len(p) else np.nan
-    if not np.isfinite(finite_max):
-        return "training"
-    counts, centers = _histogram(p, float(finite_max) * 1.01 + BIN_W)
+    centers = histogram_bin_centers(bin_w=BIN_W, n_bins=len(counts))
     keep = counts > 0
     if keep.sum() < 3:
         return "training"
@@ -123,80 +144,127 @@ def default_min_dwell_s(sample_period_s: float, effective_period_s: float) -> fl
     return max(2 * sample_period_s, effective_period_s)
 
 
+class DetectParams(NamedTuple):
+    """What every GPU's detection needs from the whole trace (decided once)."""
+
+    workload: str
+    names: tuple[str, ...]
+    hi_w: float
+    n_bins: int
+    min_dwell_ns: int
+    last_hold_ns: int
+
+    @property
+    def k(self) -> int:
+        return len(self.names)
+
+
+def detect_params(workload: str, *, max_power_w: float, effective_period_s: float, sample_period_s: float,
+                  min_dwell_s: float | None = None) -> DetectParams:
+    """:class:`DetectParams` for a resolved ``workload`` (training or inference)."""
+    if min_dwell_s is None:
+        min_dwell_s = default_min_dwell_s(sample_period_s, effective_period_s)
+    hi_w = (max_power_w if np.isfinite(max_power_w) else 0.0) * 1.01 + BIN_W
+    return DetectParams(workload, PHASE_NAMES[workload], hi_w, int(np.ceil(hi_w / BIN_W)) + 1,
+                        int(min_dwell_s * 1e9), int(sample_period_s * 1e9))
+
+
+class GpuPhases(NamedTuple):
+    """One GPU's detection: labels, segment columns, level row, p99, per-phase histogram."""
+
+    gpu: int
+    labels: np.ndarray
+    segments: dict
+    levels: dict
+    p99_w: float | None
+    hist: np.ndarray
+
+
+def detect_gpu(ts: np.ndarray, power: np.ndarray, params: DetectParams, gpu_index: int) -> GpuPhases | None:
+    """Levels, labels and segments of one GPU (None when it has no finite sample)."""
+    if len(ts) == 0:
+        return None
+    k = params.k
+    counts, centers = _histogram(power, params.hi_w)
+    keep = counts > 0
+    if not keep.any():
+        return None
+    kk = min(k, int(keep.sum()))
+    lv = kmeans_1d(centers[keep], counts[keep].astype(np.float64), kk)
+    labels = label_phases(ts, power, lv.centers_w, hysteresis=HYSTERESIS, min_dwell_ns=params.min_dwell_ns)
+    if kk < k:  # fewer distinct values than levels: map onto the top levels
+        labels = np.where(labels >= 0, labels + (k - kk), labels).astype(np.int8)
+    hist = label_histogram(power, labels, np.zeros((k, params.n_bins), dtype=np.int64), bin_w=BIN_W)
+    seg = phase_segments(ts, power, labels, last_hold_ns=params.last_hold_ns)
+    end_idx = np.minimum(seg.end_idx, len(ts) - 1)
+    end_ts = np.where(seg.end_idx < len(ts), ts[end_idx], ts[-1] + params.last_hold_ns)
+    frame = {
+        "gpu": np.full(len(seg.label), gpu_index, dtype=np.int64),
+        "start": ts[seg.start_idx],
+        "end": end_ts,
+        "label": seg.label.astype(np.int8),
+        "mean_w": seg.mean_w,
+        "peak_w": seg.peak_w,
+        "energy_j": seg.energy_j,
+        "covered_s": seg.covered_s,
+    }
+    row = {}
+    for j, name in enumerate(params.names):
+        jj = j - (k - kk)
+        row[f"level_{name}_w"] = float(lv.centers_w[jj]) if jj >= 0 else None
+    return GpuPhases(gpu_index, labels, frame, row, _quantile_from_hist(counts, 0.99, BIN_W), hist)
+
+
 def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sample_period_s: float,
            min_dwell_s: float | None = None) -> Detection:
     """Levels, labels and segments for every GPU (``min_dwell_s`` defaults to
     :func:`default_min_dwell_s`)."""
     if workload == "auto":
         workload = choose_workload(arrays)
-    names = PHASE_NAMES[workload]
-    k = len(names)
-    if min_dwell_s is None:
-        min_dwell_s = default_min_dwell_s(sample_period_s, effective_period_s)
-    min_dwell_ns = int(min_dwell_s * 1e9)
-    last_hold_ns = int(sample_period_s * 1e9)
-    labels = np.full(len(arrays.ts_ns), -1, dtype=np.int8)
     finite_max = float(np.nanmax(arrays.power_w)) if len(arrays.power_w) else 0.0
-    hi_w = (finite_max if np.isfinite(finite_max) else 0.0) * 1.01 + BIN_W
-    n_bins = int(np.ceil(hi_w / BIN_W)) + 1
-    phase_hist = np.zeros((k, n_bins), dtype=np.int64)
+    params = detect_params(workload, max_power_w=finite_max, effective_period_s=effective_period_s,
+                           sample_period_s=sample_period_s, min_dwell_s=min_dwell_s)
+    labels = np.full(len(arrays.ts_ns), -1, dtype=np.int8)
 
     def one_gpu(i: int):
-        gpu = arrays.gpus[i]
         ts, power = arrays.gpu(i)
-        if len(ts) == 0:
-            return None
-        counts, centers = _histogram(power, hi_w)
-        keep = counts > 0
-        if not keep.any():
-            return None
-        kk = min(k, int(keep.sum()))
-        lv = kmeans_1d(centers[keep], counts[keep].astype(np.float64), kk)
-        gpu_labels = label_phases(ts, power, lv.centers_w, hysteresis=HYSTERESIS, min_dwell_ns=min_dwell_ns)
-        if kk < k:  # fewer distinct values than levels: map onto the top levels
-            gpu_labels = np.where(gpu_labels >= 0, gpu_labels + (k - kk), gpu_labels).astype(np.int8)
-        a, b = arrays.offsets[i], arrays.offsets[i + 1]
-        labels[a:b] = gpu_labels
-        hist = label_histogram(power, gpu_labels, np.zeros((k, n_bins), dtype=np.int64), bin_w=BIN_W)
-        seg = phase_segments(ts, power, gpu_labels, last_hold_ns=last_hold_ns)
-        end_idx = np.minimum(seg.end_idx, len(ts) - 1)
-        end_ts = np.where(seg.end_idx < len(ts), ts[end_idx], ts[-1] + last_hold_ns)
-        frame = {
-            "gpu": np.full(len(seg.label), i, dtype=np.int64),
-            "start": ts[seg.start_idx],
-            "end": end_ts,
-            "label": seg.label.astype(np.int8),
-            "mean_w": seg.mean_w,
-            "peak_w": seg.peak_w,
-            "energy_j": seg.energy_j,
-            "covered_s": seg.covered_s,
-        }
-        row = {"gpu": gpu}
-        for j, name in enumerate(names):
-            jj = j - (k - kk)
-            row[f"level_{name}_w"] = float(lv.centers_w[jj]) if jj >= 0 else None
-        return frame, row, (gpu, _quantile_from_hist(counts, 0.99, BIN_W)), hist
+        res = detect_gpu(ts, power, params, i)
+        if res is not None:
+            labels[arrays.offsets[i]: arrays.offsets[i + 1]] = res.labels
+        return res
 
     from tracekit.engine.local import map_ranges
 
     batches = map_ranges(lambda lo, hi: [one_gpu(i) for i in range(lo, hi)], np.diff(arrays.offsets))
+    results = [r for batch in batches for r in batch]
+    det = assemble(params, arrays.gpus, results, effective_period_s)
+    det.labels = labels
+    return det
+
+
+def assemble(params: DetectParams, gpus: list[str], results: list[GpuPhases | None],
+             effective_period_s: float) -> Detection:
+    """One :class:`Detection` from per-GPU results (in GPU order; ``gpus`` names the
+    indices used in their segment frames).  ``labels`` is left empty."""
+    names, k = params.names, params.k
+    phase_hist = np.zeros((k, params.n_bins), dtype=np.int64)
     seg_frames, level_rows, p99_rows = [], [], []
-    for batch in batches:
-        for res in batch:
-            if res is None:
-                continue
-            frame, row, p99, hist = res
-            seg_frames.append(frame)
-            level_rows.append(row)
-            p99_rows.append(p99)
-            phase_hist += hist
+    for res in results:
+        if res is None:
+            continue
+        gpu = gpus[res.gpu]
+        seg_frames.append(res.segments)
+        level_rows.append({"gpu": gpu, **res.levels})
+        p99_rows.append((gpu, res.p99_w))
+        h = res.hist
+        phase_hist[:, : h.shape[1]] += h[:, : params.n_bins]
     phase_of = pl.DataFrame({"label": np.arange(k, dtype=np.int8), "phase": list(names)})
     seg_schema = {"gpu": pl.String, "start": pl.Datetime("ns", "UTC"), "end": pl.Datetime("ns", "UTC"),
                   "phase": pl.String, "mean_w": pl.Float64, "peak_w": pl.Float64, "energy_j": pl.Float64,
                   "covered_s": pl.Float64}
     if seg_frames:
         columns = {key: np.concatenate([f[key] for f in seg_frames]) for key in seg_frames[0]}
-        gpu_names = pl.Series("gpu", arrays.gpus, dtype=pl.String)
+        gpu_names = pl.Series("gpu", gpus, dtype=pl.String)
         segments = (
             pl.DataFrame(columns)
             .with_columns(gpu_names.gather(columns["gpu"]).alias("gpu"))
@@ -222,9 +290,10 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
                 f"{name} phases last {float(d.median()) * 1e3:.0f} ms (median), under 3 effective update periods "
                 f"({effective_period_s * 1e3:.0f} ms): the data cannot resolve them reliably"
             )
-    if workload == "inference" and effective_period_s >= 0.03:
+    if params.workload == "inference" and effective_period_s >= 0.03:
         warnings.append(
             f"effective update period {effective_period_s * 1e3:.0f} ms: individual decode steps (30-70 ms) "
             "cannot be resolved; token phases are reported as plateaus"
         )
-    return Detection(workload, names, labels, segments, gpu_levels, gpu_p99, phase_hist, warnings)
+    return Detection(params.workload, names, np.zeros(0, dtype=np.int8), segments, gpu_levels, gpu_p99, phase_hist,
+                     warnings)

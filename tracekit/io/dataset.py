@@ -410,6 +410,126 @@ def read_dataset_arrays(path: Path | str):
     return gpus, offsets, ts, power, manifest
 
 
+# -- reading by GPU batch and time range (the streaming executor's input) -------------
+class DatasetIndex:
+    """Where each GPU's rows live: one entry per row group (file, group, GPU, rows,
+    first/last ts), from the Parquet footers only (no data is decoded).
+
+    Row groups of a canonical dataset each hold one GPU's contiguous time range, so
+    a batch of GPUs reads exactly its groups, and a time range skips the groups
+    whose ``ts`` statistics fall outside it.  Picklable (paths and small arrays):
+    Dask tasks carry it to their workers.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        manifest = read_manifest(path)
+        self.files = [str(f) for f in dataset_files(path)]
+        gpu_of: dict[str, int] = {}
+        rg_file, rg_index, rg_gpu, rg_rows, rg_t0, rg_t1 = [], [], [], [], [], []
+        for fi, f in enumerate(self.files):
+            try:
+                md = pq.ParquetFile(f).metadata
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"truncated or corrupt Parquet file ({exc})", path=f) from None
+            names = md.schema.names
+            if "gpu" not in names or "ts" not in names:
+                raise InputError("sample file lacks the gpu or ts column", path=f)
+            col_gpu, col_ts = names.index("gpu"), names.index("ts")
+            for r in range(md.num_row_groups):
+                rg = md.row_group(r)
+                if rg.num_rows == 0:
+                    continue
+                sg, st = rg.column(col_gpu).statistics, rg.column(col_ts).statistics
+                if sg is None or not sg.has_min_max or sg.min != sg.max or st is None or not st.has_min_max:
+                    raise InputError(f"row group {r} does not hold exactly one GPU with statistics "
+                                     "(not written by tracekit convert); convert it again to stream it", path=f)
+                gpu = sg.min.decode() if isinstance(sg.min, bytes) else str(sg.min)
+                rg_file.append(fi)
+                rg_index.append(r)
+                rg_gpu.append(gpu_of.setdefault(gpu, len(gpu_of)))
+                rg_rows.append(rg.num_rows)
+                rg_t0.append(int(st.min_raw))
+                rg_t1.append(int(st.max_raw))
+        self.gpus = list(gpu_of)
+        self.rg_file = np.array(rg_file, dtype=np.int64)
+        self.rg_index = np.array(rg_index, dtype=np.int64)
+        self.rg_gpu = np.array(rg_gpu, dtype=np.int64)
+        self.rg_rows = np.array(rg_rows, dtype=np.int64)
+        self.rg_t0 = np.array(rg_t0, dtype=np.int64)
+        self.rg_t1 = np.array(rg_t1, dtype=np.int64)
+        self.gpu_rows = np.bincount(self.rg_gpu, weights=self.rg_rows, minlength=len(self.gpus)).astype(np.int64)
+        n_rows = int(manifest.get("rows") or sum(int(f["rows"]) for f in manifest["files"]))
+        if int(self.rg_rows.sum()) != n_rows:
+            raise InputError(f"manifest.json counts {n_rows} rows but the files hold {int(self.rg_rows.sum())}",
+                             path=self.path)
+        for g in range(len(self.gpus)):  # a GPU's groups must be in time order
+            t0 = self.rg_t0[self.rg_gpu == g]
+            t1 = self.rg_t1[self.rg_gpu == g]
+            if len(t0) > 1 and (t0[1:] < t1[:-1]).any():
+                raise InputError(f"row groups of GPU {self.gpus[g]} overlap in time (not sorted by gpu, ts)",
+                                 path=self.path)
+
+    def groups_of(self, gpus, start_ns: int | None = None, end_ns: int | None = None) -> np.ndarray:
+        """Row-group entries of the given GPU indices (in GPU order, then time order)
+        that may hold samples in ``[start_ns, end_ns)``."""
+        sel = []
+        for g in gpus:
+            idx = np.flatnonzero(self.rg_gpu == g)
+            if start_ns is not None:
+                idx = idx[self.rg_t1[idx] >= start_ns]
+            if end_ns is not None:
+                idx = idx[self.rg_t0[idx] < end_ns]
+            sel.append(idx)
+        return np.concatenate(sel) if sel else np.zeros(0, dtype=np.int64)
+
+    def read(self, gpus, start_ns: int | None = None, end_ns: int | None = None):
+        """(offsets, ts_ns, power_w) of the given GPU indices, CSR in the given order,
+        only samples with ``start_ns <= ts < end_ns`` when a range is given (row
+        groups outside it are not read at all)."""
+        gpus = [int(g) for g in gpus]
+        entries = self.groups_of(gpus, start_ns, end_ns)
+        n = int(self.rg_rows[entries].sum())
+        ts = np.empty(n, dtype=np.int64)
+        power = np.empty(n, dtype=np.float32)
+        pos = 0
+        by_file: dict[int, list[int]] = {}
+        order: list[tuple[int, int]] = []  # (file, row group) in output order
+        for e in entries:
+            by_file.setdefault(int(self.rg_file[e]), []).append(int(self.rg_index[e]))
+            order.append((int(self.rg_file[e]), int(self.rg_index[e])))
+        tables = {}
+        for fi, groups in by_file.items():
+            f = self.files[fi]
+            try:
+                pf = pq.ParquetFile(f)
+                for r in groups:
+                    tables[(fi, r)] = pf.read_row_group(r, columns=["ts", "power_w"])
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"truncated or corrupt Parquet file ({exc})", path=f) from None
+        for key in order:
+            table = tables.pop(key)
+            end = _copy_column(table, "ts", ts, pos, Path(self.files[key[0]]))
+            _copy_column(table, "power_w", power, pos, Path(self.files[key[0]]))
+            pos = end
+        counts = np.array([int(self.rg_rows[entries[self.rg_gpu[entries] == g]].sum()) for g in gpus],
+                          dtype=np.int64)
+        offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        if start_ns is not None or end_ns is not None:
+            keep = np.ones(n, dtype=bool)
+            if start_ns is not None:
+                keep &= ts >= start_ns
+            if end_ns is not None:
+                keep &= ts < end_ns
+            if not keep.all():
+                gpu_of_row = np.repeat(np.arange(len(gpus)), counts)
+                counts = np.bincount(gpu_of_row[keep], minlength=len(gpus)).astype(np.int64)
+                np.cumsum(counts, out=offsets[1:])
+                ts, power = ts[keep], power[keep]
+        return offsets, ts, power
+
+
 def read_topology(path: Path | str) -> pl.DataFrame:
     p = Path(path) / TOPOLOGY
     if not p.is_file():
@@ -424,6 +544,7 @@ def read_dataset(path: Path | str, columns: list[str] | None = None):
 
 
 __all__ = [
+    "DatasetIndex",
     "DatasetWriter",
     "is_dataset",
     "read_dataset",
