@@ -38,8 +38,10 @@ ARGS: dict[str, tuple[list[str], list[str]]] = {
     "kernels": ([], ["--samples", "2000000", "--gpus", "20", "--repeat", "1"]),
     "synth": (["--write"], ["--gpus", "64", "--seconds", "10", "--repeat", "1", "--frame-gpus", "8"]),
     "ingest_nvsmi": ([], ["--synthetic-rows", "200000", "--repeat", "1"]),
+    "startup": ([], ["--quick"]),
+    "scaling": ([], ["--quick"]),
 }
-ORDER = ("analyze", "phases_pelt", "kernels", "synth", "ingest_nvsmi")
+ORDER = ("analyze", "phases_pelt", "kernels", "synth", "ingest_nvsmi", "startup", "scaling")
 
 
 def discover() -> dict[str, Path]:
@@ -240,10 +242,25 @@ def md_phases_pelt(r: dict) -> list[str]:
 
 
 def md_kernels(r: dict) -> list[str]:
-    rows = [[k, v.get("s"), _rate(v.get("items_per_s")), v.get("bound_ratio")] for k, v in r.get("kernels", {}).items()]
+    target = r.get("target_bound_fraction")
+    main = r.get("main_kernels", {})
+
+    def share(k, v):
+        f = v.get("bound_fraction")
+        if f is None:
+            return "–"
+        mark = (" (met)" if main[k]["met"] else " (MISSED)") if k in main else ""
+        return f"{100 * f:.1f} %{mark}"
+
+    rows = [[k, v.get("s"), _rate(v.get("items_per_s")), v.get("bound_ratio"), share(k, v)]
+            for k, v in r.get("kernels", {}).items()]
     bw = r.get("bandwidth_bound", {})
-    return [f"{_f(r.get('samples'))} samples, {r.get('gpus')} GPUs, warm-up {_f(r.get('warmup_s'))} s, "
-            f"NumPy sum {_f(bw.get('gib_per_s'))} GiB/s", ""] + _table(["kernel", "s", "items/s", "x bound"], rows)
+    head = [f"{_f(r.get('samples'))} samples, {r.get('gpus')} GPUs"
+            + (f" every {_f(r.get('period_ms'))} ms" if r.get("period_ms") else "")
+            + f", one thread per kernel, warm-up {_f(r.get('warmup_s'))} s, NumPy sum (one core) "
+            f"{_f(bw.get('gib_per_s'))} GiB/s"
+            + (f"; target: main kernels >= {100 * target:.0f} % of the bound" if target else ""), ""]
+    return head + _table(["kernel", "s", "items/s (per core)", "time / bound", "% of bound"], rows)
 
 
 def md_synth(r: dict) -> list[str]:
@@ -268,6 +285,60 @@ def md_ingest_nvsmi(r: dict) -> list[str]:
     return _table(["file", "rows", "polars read_csv s", "tracekit read s", "polars / tracekit"], rows)
 
 
+def md_startup(r: dict) -> list[str]:
+    t = r.get("targets", {})
+
+    def target(key):
+        x = t.get(key)
+        return "" if not x else f"<= {_f(x['target_s'])} s: {'met' if x['met'] else 'MISSED'}"
+
+    rows = [["`python -c pass` (interpreter alone)", _s(r["python_pass"]["best_s"]),
+             _f(r["python_pass"].get("max_rss_mib"), 1), ""]]
+    for module, x in r.get("imports", {}).items():
+        rows.append([f"`import {module}` (in process)", _s(x["best_s"]), "–",
+                     "loads " + (", ".join(x["heavy_modules"]) or "no numba/polars/pyarrow/numpy")])
+    rows.append([f"`tracekit --help` warm, best of {r.get('repeat')}", _s(r["help"]["best_s"]),
+                 _f(r["help"].get("max_rss_mib"), 1), target("help_warm")])
+    if "help_path_command" in r:
+        x = r["help_path_command"]
+        rows.append([f"`{x['command']} --help` (PATH)", _s(x["best_s"]), _f(x.get("max_rss_mib"), 1), ""])
+    rows.append([f"`tracekit analyze {r.get('path')} --json`, empty Numba cache (cold)",
+                 _s(r["analyze_cold"]["s"]), _f(r["analyze_cold"]["max_rss_mib"], 1), target("analyze_cold")])
+    rows.append([f"same, with that cache (warm), best of {r.get('analyze_repeat')}", _s(r["analyze_warm"]["best_s"]),
+                 _f(r["analyze_warm"]["max_rss_mib"], 1), target("analyze_warm")])
+    c = r.get("numba_cache", {})
+    m = r.get("machine", {})
+    return _table(["command (fresh process each)", "s", "peak RSS MiB", "target"], rows) + [
+        "",
+        f"- `--help` imports: {', '.join(r.get('help_heavy_modules') or []) or 'no numba/polars/pyarrow/numpy'}",
+        f"- analyze reads {_f(r.get('analyze_samples'))} samples; Numba cache after the cold run: "
+        f"{_f(c.get('mib'), 2)} MiB in {_f(c.get('files'))} files "
+        f"(grew on warm runs: {_f(c.get('grew_on_warm_runs'))})",
+        f"- machine: {m.get('cpus')} CPUs, load average {m.get('load_avg_start')} at start, "
+        f"{m.get('load_avg_end')} at end",
+    ]
+
+
+def md_scaling(r: dict) -> list[str]:
+    o = r.get("overhead", {})
+    lines = [f"`{r.get('analyze_command')}` on `tracekit synth training --rate {_f(r.get('rate_hz'))} "
+             f"--gpu-model {r.get('gpu_model')} --seed {r.get('seed')}` data, one fresh process per run, best of "
+             f"{r.get('repeat')}; peak RSS = the child's ru_maxrss.  Fixed start-up cost (analyze of "
+             f"{o.get('gpus')} GPUs x {_f(o.get('seconds'))} s): {_s(o.get('best_s'))} s, "
+             f"{_f(o.get('peak_rss_mib'), 1)} MiB.  Extra analyze flags: "
+             f"{' '.join(r.get('analyze_flags') or []) or 'none'}.", ""]
+    rows = [[c["axis"], c["gpus"], _f(c["seconds"]), c["samples"], _s(c["best_s"]), _s(c["wall_minus_overhead_s"]),
+             _rate(c["samples_per_s"]), _rate(c["samples_per_s_minus_overhead"]), _f(c["peak_rss_mib"], 1),
+             _f(c["rss_bytes_per_sample"], 1), _f(c["rss_over_overhead_bytes_per_sample"], 1),
+             _f(c.get("samples_checked"))] for c in r.get("cases", [])]
+    m = r.get("machine", {})
+    return lines + _table(["axis", "GPUs", "s", "samples", "wall s", "minus start-up s", "samples/s",
+                           "samples/s minus start-up", "peak RSS MiB", "RSS B/sample",
+                           "(RSS - start-up RSS) B/sample", "samples checked"], rows) + [
+        "", f"- machine: {m.get('cpus')} CPUs, load average {m.get('load_avg_start')} at start, "
+            f"{m.get('load_avg_end')} at end"]
+
+
 def md_generic(r) -> list[str]:
     rows = []
 
@@ -283,7 +354,7 @@ def md_generic(r) -> list[str]:
 
 
 MARKDOWN = {"analyze": md_analyze, "phases_pelt": md_phases_pelt, "kernels": md_kernels, "synth": md_synth,
-            "ingest_nvsmi": md_ingest_nvsmi}
+            "ingest_nvsmi": md_ingest_nvsmi, "startup": md_startup, "scaling": md_scaling}
 
 
 def write_readme(folder: Path, quick: bool) -> Path:
