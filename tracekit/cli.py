@@ -344,8 +344,10 @@ Examples:
 @cli.command(epilog=REPLAY_EPILOG, context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True), nargs=-1, required=True)
 @read_options
-@click.option("--cap", metavar="W|PCT%|START:STOP:STEP",
-              help="Power cap per GPU: watts (350), percent of TDP (50%), or a sweep (300:700:50).")
+@click.option("--cap", metavar="[LEVEL:]W|PCT%|START:STOP:STEP",
+              help="Power cap per GPU: watts (350), percent of TDP (50%), or a sweep (300:700:50); with a "
+                   "LEVEL (host, rack, row, cluster) a cap on each group's summed power: rack:40kW, "
+                   "cluster:0.5MW, rack:80% (of the rack's summed TDP), rack:30kW:50kW:5kW.")
 @click.option("--cap-window", default="1s", show_default=True,
               help="Controller window of the cap: the average power over it is held at the cap.")
 @click.option("--lock-mhz", metavar="MHZ|START:STOP:STEP", help="SM clock lock, MHz, or a sweep (1000:1900:100).")

@@ -39,6 +39,12 @@ stretch) or 0 (a fixed wait, ``avail``).  Every wait sample of a row is in a win
 at or after the last compute sample of the row, so ``m`` is known, or depends on the
 clock of the window being solved, when its first wait sample is reached: the clock
 and the waits of a window are solved together, exactly.
+
+Group (aggregate) caps (:func:`solve_group_windows`): a cap on the summed power of a
+group of GPUs (a rack, a row, the cluster).  Windows have the same epoch index on
+every GPU, so window ``w`` of a group is window ``w`` of each of its GPUs; its *group
+power* is the sum of the GPUs' window means, and one clock ratio for the whole group
+(every sample above idle throttled) is solved as above on that sum.
 """
 
 from __future__ import annotations
@@ -274,6 +280,7 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
     max_gap_ns = iparams[1]
     hold_ns = iparams[2]
     write = iparams[3] != 0
+    solve = iparams[4] != 0
     has_clock = clock_mhz.shape[0] > 0
     has_rows = rows_i.shape[0] > 0
     keep = summ.shape[0] > 0
@@ -401,7 +408,7 @@ def _clock_windows_kernel(ts_ns, power_w, labels, clock_mhz, offsets, gparams, b
                     for c in range(_N_RW - 1):
                         pairs[pair, c] = row_w[q, _RW_C0 + c]
                     pair += 1
-            x = _window_clock(xl, cap, has_cap, ca, ge, sums, rows_f, row_w, r_first, r_last)
+            x = _window_clock(xl, cap, has_cap, ca, ge, sums, rows_f, row_w, r_first, r_last) if solve else xl
             out_win[slot, W_X] = x
             out_win[slot, W_F0_MHZ] = f0w
             out_win[slot, W_COVERED_NS] = s_c
@@ -497,6 +504,7 @@ class WindowSummary(NamedTuple):
     win_offsets: NDArray[np.int64]
     row_offsets: NDArray[np.int64]
     n_rows: int
+    first_window: NDArray[np.int64] | None = None  # per GPU: epoch index of its first window
 
 
 def window_offsets(ts_ns: NDArray[np.int64], offsets: NDArray[np.int64], window_ns: int) -> NDArray[np.int64]:
@@ -598,6 +606,7 @@ def clock_windows(
     write: bool = True,
     check_sorted: bool = True,
     keep_summary: bool = False,
+    solve: bool = True,
 ) -> ClockWindows:
     """Clock ratio per controller window under a lock and/or cap, with synchronous
     waits solved in the same pass; replayed power and time of every sample (rules in
@@ -641,6 +650,11 @@ def clock_windows(
         Also return the windows' sums (:class:`WindowSummary`): :func:`solve_windows`
         then solves the clocks and waits again for other row parameters without
         reading the samples, with bitwise the same arithmetic.
+    solve : bool
+        False keeps every window at the lock's clock (no cap is solved) and treats
+        the caps as throttle thresholds only, which may then equal the idle power:
+        the summary for :func:`solve_group_windows` (needs ``write=False`` and
+        ``keep_summary=True``).
 
     Returns
     -------
@@ -670,7 +684,11 @@ def clock_windows(
         raise ParameterError(f"{func}: idle, f0 > 0, 0 <= a <= 1 and g > 0 must be finite for every GPU")
     caps = gp[:, G_CAP_W]
     has_cap = np.isfinite(caps)
-    if (caps[has_cap] <= gp[has_cap, G_IDLE_W]).any():
+    if not solve and (write or not keep_summary):
+        raise ParameterError(f"{func}: solve=False only builds a summary (write=False, keep_summary=True)")
+    # a threshold (solve=False) may sit at idle: every sample above idle is throttled
+    below = caps[has_cap] <= gp[has_cap, G_IDLE_W] if solve else caps[has_cap] < gp[has_cap, G_IDLE_W]
+    if below.any():
         raise ParameterError(f"{func}: every cap must lie above the GPU's idle power")
     if (bt < 0).any() or not np.isfinite(bt).all():
         raise ParameterError(f"{func}: betas must be finite and >= 0")
@@ -696,7 +714,7 @@ def clock_windows(
     row_w = np.zeros((n_rows, _N_RW))
     row_out = np.zeros((n_rows, 2))
     row_out[:, RO_M] = 1.0
-    iparams = np.array([window, max_gap, hold, int(bool(write))], dtype=np.int64)
+    iparams = np.array([window, max_gap, hold, int(bool(write)), int(bool(solve))], dtype=np.int64)
     n_win = int(win_off[-1])
     if keep_summary:
         summ = np.zeros((n_win, 12))
@@ -711,7 +729,12 @@ def clock_windows(
                               summ, summ_i, pairs)
 
     _run_ranges(run, off, workers)
-    summary = WindowSummary(summ, summ_i, pairs, win_off, rows.offsets, n_rows) if keep_summary else None
+    summary = None
+    if keep_summary:
+        first = np.zeros(n_gpus, dtype=np.int64)
+        nonempty = off[1:] > off[:-1]
+        first[nonempty] = ts[off[:-1][nonempty]] // window
+        summary = WindowSummary(summ, summ_i, pairs, win_off, rows.offsets, n_rows, first)
     return ClockWindows(out_power, out_ts, out_win, win_off, phase_ns, row_out, summary)
 
 
@@ -836,6 +859,230 @@ def solve_windows(summary: WindowSummary, gpu_params: NDArray[np.float64], rows:
 
     _run_ranges(run, summary.win_offsets, workers)
     return out_win, row_out
+
+
+# --------------------------------------------------------------------------- group (aggregate) caps
+
+
+@kernel
+def _group_mean(x, n_mem, mem_g, mem_slot, gparams, summ, summ_i, rows_f, row_w):
+    """Group power of one controller window at group clock ratio ``x``: the sum over
+    its GPUs of each one's window mean (see :func:`_window_mean`) at ``min(x, lock's
+    ratio)``."""
+    total = 0.0
+    for k in range(n_mem):
+        w = mem_slot[k]
+        g = mem_g[k]
+        xl = summ[w, 8]
+        total += _window_mean(x if x < xl else xl, gparams[g, G_A], gparams[g, G_EXP], summ[w, :8], rows_f, row_w,
+                              summ_i[w, 0], summ_i[w, 1])
+    return total
+
+
+@kernel
+def _solve_group_clock(hi, f_hi, cap, n_mem, mem_g, mem_slot, gparams, summ, summ_i, rows_f, row_w):
+    """:func:`_solve_clock` on the group power: the highest ratio in (0, hi) whose
+    group power is <= ``cap`` (Illinois with the bracket kept, bisection every 8th
+    step)."""
+    lo = hi * 1e-9
+    f_lo = _group_mean(lo, n_mem, mem_g, mem_slot, gparams, summ, summ_i, rows_f, row_w) - cap
+    if f_lo > 0.0:  # no clock meets the cap (cannot happen above the summed idle): the lowest
+        return lo
+    side = 0
+    for it in range(BISECT_STEPS):
+        if hi - lo <= 1e-13 * hi or f_lo > -1e-12 * cap:
+            break
+        if it % 8 == 7:
+            mid = 0.5 * (lo + hi)
+        else:
+            mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+            if not (lo < mid < hi):
+                mid = 0.5 * (lo + hi)
+        f_mid = _group_mean(mid, n_mem, mem_g, mem_slot, gparams, summ, summ_i, rows_f, row_w) - cap
+        if f_mid > 0.0:
+            hi = mid
+            f_hi = f_mid
+            if side == 1:
+                f_lo *= 0.5
+            side = 1
+        else:
+            lo = mid
+            f_lo = f_mid
+            if side == -1:
+                f_hi *= 0.5
+            side = -1
+    return lo
+
+
+@kernel
+def _group_solve_kernel(summ, summ_i, pairs, win_offsets, first_window, row_offsets, gparams, rows_f, row_w,
+                        grp_offsets, grp_gpus, grp_cap, q_lo, q_hi, out_win, row_out):
+    has_rows = rows_f.shape[0] > 0
+    biggest = 1
+    for q in range(q_lo, q_hi):
+        biggest = max(biggest, grp_offsets[q + 1] - grp_offsets[q])
+    mem_g = np.empty(biggest, dtype=np.int64)
+    mem_slot = np.empty(biggest, dtype=np.int64)
+    for q in range(q_lo, q_hi):
+        m0 = grp_offsets[q]
+        m1 = grp_offsets[q + 1]
+        cap = grp_cap[q]
+        has_cap = np.isfinite(cap)
+        w_lo = np.iinfo(np.int64).max
+        w_hi = np.iinfo(np.int64).min
+        for k in range(m0, m1):
+            g = grp_gpus[k]
+            if has_rows:
+                for r in range(row_offsets[g], row_offsets[g + 1]):
+                    for c in range(_N_RW):
+                        row_w[r, c] = 0.0
+            nw = win_offsets[g + 1] - win_offsets[g]
+            if nw > 0:
+                w_lo = min(w_lo, first_window[g])
+                w_hi = max(w_hi, first_window[g] + nw - 1)
+        wid = w_lo
+        while wid <= w_hi:
+            n_mem = 0
+            hi = 0.0
+            for k in range(m0, m1):
+                g = grp_gpus[k]
+                rel = wid - first_window[g]
+                if rel < 0 or rel >= win_offsets[g + 1] - win_offsets[g]:
+                    continue
+                w = win_offsets[g] + rel
+                p0 = summ_i[w, 2]
+                if p0 < 0:
+                    continue
+                r_first = summ_i[w, 0]
+                for r in range(r_first, summ_i[w, 1] + 1):
+                    for c in range(_N_RW - 1):
+                        row_w[r, _RW_C0 + c] = pairs[p0 + r - r_first, c]
+                mem_g[n_mem] = g
+                mem_slot[n_mem] = w
+                n_mem += 1
+                if summ[w, 8] > hi:
+                    hi = summ[w, 8]
+            if n_mem > 0:
+                x = hi
+                if has_cap:
+                    f_hi = _group_mean(x, n_mem, mem_g, mem_slot, gparams, summ, summ_i, rows_f, row_w) - cap
+                    if f_hi > 0.0:
+                        x = _solve_group_clock(hi, f_hi, cap, n_mem, mem_g, mem_slot, gparams, summ, summ_i,
+                                               rows_f, row_w)
+                for k in range(n_mem):
+                    w = mem_slot[k]
+                    xg = x if x < summ[w, 8] else summ[w, 8]
+                    out_win[w, W_X] = xg
+                    out_win[w, W_F0_MHZ] = summ[w, 9]
+                    out_win[w, W_COVERED_NS] = summ[w, 10]
+                    out_win[w, W_FIRST] = summ[w, 11]
+                    _fold_rows(1.0 / xg - 1.0, rows_f, row_w, row_out, summ_i[w, 0], summ_i[w, 1])
+            wid += 1
+
+
+def solve_group_windows(summary: WindowSummary, gpu_params: NDArray[np.float64], group_of_gpu: NDArray[np.int64],
+                        group_cap_w: NDArray[np.float64], rows: Rows | None = None, *,
+                        workers: int | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Clocks and waits under caps on the *summed* power of groups of GPUs (a rack, a
+    row, the cluster): the ``windows`` and ``rows`` outputs of :func:`clock_windows`
+    (``write=False``), from a summary made with ``solve=False``; write the samples
+    with :func:`write_windows`.
+
+    In each controller window the GPUs of group ``q`` run their throttled samples
+    (those above ``gpu_params[:, G_CAP_W]``, the threshold the summary was made with:
+    the idle power, so every sample above idle) at one clock ratio ``x``, or at their
+    lock's ratio where that is lower: the highest ``x`` whose *group power* (the sum
+    over the group's GPUs with samples in the window of each one's mean replayed
+    power over its replayed window, the quantity a per-GPU cap bounds) is at most
+    ``group_cap_w[q]``.  Windows whose group power at the lock's clocks is within the
+    cap keep them (bitwise the input where there is no lock).
+
+    Parameters
+    ----------
+    summary : WindowSummary
+        From :func:`clock_windows` with ``keep_summary=True, solve=False``.
+    gpu_params : array of float64, shape (n_gpus, 6)
+        As for :func:`clock_windows`; caps are the summary's throttle thresholds.
+    group_of_gpu : array of int64, shape (n_gpus,)
+        Group of each GPU, ``0..n_groups-1``, or -1 for a GPU in no capped group (it
+        keeps the lock's clock).
+    group_cap_w : array of float64, shape (n_groups,)
+        Cap on each group's power, W (> 0).
+    rows : Rows, optional
+        Synchronous waits, with the layout the summary was made with.
+    workers : int, optional
+        Threads (groups balanced by window count); default all cores.
+    """
+    func = "solve_group_windows"
+    win_off = summary.win_offsets
+    n_gpus = win_off.size - 1
+    if summary.first_window is None:
+        raise SchemaError(f"{func}: the summary must come from clock_windows(keep_summary=True)")
+    gp = float64_array(func, "gpu_params", gpu_params, ndim=2)
+    if gp.shape != (n_gpus, N_GPU_PARAMS):
+        raise SchemaError(f"{func}: gpu_params must have shape ({n_gpus}, {N_GPU_PARAMS}), got {gp.shape}")
+    of = int_array(func, "group_of_gpu", group_of_gpu)
+    caps = float64_array(func, "group_cap_w", group_cap_w)
+    n_groups = caps.size
+    if of.size != n_gpus or (of < -1).any() or (of >= n_groups).any():
+        raise SchemaError(f"{func}: group_of_gpu must hold one group in [-1, {n_groups - 1}] per GPU ({n_gpus})")
+    if not (np.isfinite(caps) & (caps > 0)).all():
+        raise ParameterError(f"{func}: group caps must be finite and > 0 W")
+    if rows is None:
+        rows = Rows(np.zeros(n_gpus + 1, dtype=np.int64), np.zeros((0, 3), dtype=np.int64), np.zeros((0, 4)))
+    params = float64_array(func, "rows.params", rows.params, ndim=2)
+    if params.shape != (summary.n_rows, 4) or (summary.n_rows and not np.array_equal(rows.offsets,
+                                                                                        summary.row_offsets)):
+        raise SchemaError(f"{func}: rows must have the layout the summary was made with ({summary.n_rows} rows)")
+    # capped groups first, then every other GPU alone and uncapped
+    alone = np.flatnonzero(of < 0)
+    key = np.where(of < 0, n_groups + np.cumsum(of < 0) - 1, of)
+    grp_gpus = np.argsort(key, kind="stable").astype(np.int64)
+    sizes = np.concatenate([np.bincount(of[of >= 0], minlength=n_groups), np.ones(len(alone), dtype=np.int64)])
+    grp_off = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=grp_off[1:])
+    grp_cap = np.concatenate([caps, np.full(len(alone), np.nan)])
+    n_win = int(win_off[-1])
+    out_win = np.full((n_win, N_WINDOW_COLUMNS), np.nan)
+    row_w = np.zeros((summary.n_rows, _N_RW))
+    row_out = np.zeros((summary.n_rows, 2))
+    row_out[:, RO_M] = 1.0
+    roff = summary.row_offsets if summary.n_rows else np.zeros(n_gpus + 1, dtype=np.int64)
+    first = np.ascontiguousarray(summary.first_window, dtype=np.int64)
+    win_per_gpu = np.diff(win_off).astype(np.float64)
+    costs = np.array([win_per_gpu[grp_gpus[a:b]].sum() + 1 for a, b in zip(grp_off[:-1], grp_off[1:])])
+
+    def run(lo: int, hi: int) -> None:
+        _group_solve_kernel(summary.sums, summary.index, summary.pairs, win_off, first, roff, gp, params, row_w,
+                            grp_off, grp_gpus, grp_cap, lo, hi, out_win, row_out)
+
+    if len(costs):
+        from tracekit.engine.local import map_ranges
+
+        map_ranges(run, costs, workers)
+    return out_win, row_out
+
+
+def group_window_power(windows: NDArray[np.float64], win_offsets: NDArray[np.int64],
+                       first_window: NDArray[np.int64], group_of_gpu: NDArray[np.int64],
+                       n_groups: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Group power per controller window from replayed window means (the
+    ``W_MEAN_W`` column of :func:`write_windows`): for each group, the epoch indices
+    of its windows and the sum of its GPUs' means there (W).  Returns (group, window,
+    power) triplets as ``(keys (m, 2) int64, power (m,) float64)``, sorted."""
+    n_gpus = win_offsets.size - 1
+    gpu = np.repeat(np.arange(n_gpus), np.diff(win_offsets))
+    wid = first_window[gpu] + (np.arange(len(gpu)) - win_offsets[gpu])
+    grp = np.asarray(group_of_gpu)[gpu]
+    means = windows[:, W_MEAN_W]
+    ok = (grp >= 0) & np.isfinite(means)
+    if not ok.any() or n_groups == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
+    keys = np.stack([grp[ok], wid[ok]], axis=1).astype(np.int64)
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    power = np.zeros(len(uniq))
+    np.add.at(power, inv.ravel(), means[ok])
+    return uniq, power
 
 
 # --------------------------------------------------------------------------- row sums

@@ -13,6 +13,10 @@ The flow, for a :class:`~tracekit.traceset.TraceSet`:
      controller window (``cap_window_s`` of original time, default 1 s), the
      highest one (not above the lock) whose window mean replayed power is at most
      the cap; power scales by the model, each phase stretches by its ``beta``;
+   - *aggregate caps* (``rack:40kW``; :func:`tracekit.kernels.replay.solve_group_windows`
+     on the windows' sums): one clock per group and window for every sample above
+     idle of the group's GPUs, the highest whose group power (the sum of the GPUs'
+     window means) is at most the cap;
    - *synchronous training*: per iteration every GPU ends at the latest stretched
      compute end plus the communication time; the others wait (or wait less) at
      communication power, by scaling the duration of their communication after
@@ -361,10 +365,17 @@ class Resolved:
     up_w_per_s: np.ndarray
     down_w_per_s: np.ndarray
     storage_racks: list[str]
+    group_of: np.ndarray | None = None  # aggregate cap: capped group of each GPU (-1: none)
+    group_cap_w: np.ndarray | None = None  # aggregate cap per capped group, W
+    group_names: list[str] = field(default_factory=list)
+
+    @property
+    def aggregate(self) -> bool:
+        return self.group_cap_w is not None
 
     @property
     def clocks(self) -> bool:
-        return bool(np.isfinite(self.cap_w).any() or np.isfinite(self.lock_mhz).any())
+        return bool(np.isfinite(self.cap_w).any() or np.isfinite(self.lock_mhz).any() or self.aggregate)
 
     @property
     def smoothing(self) -> bool:
@@ -389,7 +400,7 @@ def resolve(policy: Policy, ctx: Context) -> Resolved:
         m = ctx.models[i]
         gpu = arrays.gpus[i]
         model = m.model or "unknown model"
-        if policy.cap is not None:
+        if policy.cap is not None and not policy.cap.aggregate:
             c = policy.cap.watts(m.tdp_w)
             if c is None:
                 raise PolicyError(f"--cap {policy.cap.label} is a share of TDP, but the TDP of {gpu} ({model}) is "
@@ -419,7 +430,47 @@ def resolve(policy: Policy, ctx: Context) -> Resolved:
     if policy.storage is not None:
         names, of, _ = arrays.groups("rack")
         racks = sorted({names[of[i]] for i in np.flatnonzero(sel)})
-    return Resolved(policy, sel, cap, lock, floor, up, down, racks)
+    res = Resolved(policy, sel, cap, lock, floor, up, down, racks)
+    if policy.cap is not None and policy.cap.aggregate:
+        _resolve_groups(res, ctx)
+    return res
+
+
+def _resolve_groups(res: Resolved, ctx: Context) -> None:
+    """The groups of an aggregate cap (those holding selected GPUs), their caps in W,
+    and the checks: whole groups only, a known TDP for %, a cap above the group's
+    summed idle power and not below its summed power floor."""
+    cap = res.policy.cap
+    level = cap.level
+    names, of, members = ctx.arrays.groups(level)
+    touched = np.unique(of[res.selected])
+    group_of = np.full(len(of), -1, dtype=np.int64)
+    caps = np.empty(len(touched))
+    for q, gi in enumerate(touched):
+        idx = np.flatnonzero(of == gi)
+        name = names[gi]
+        if not res.selected[idx].all():
+            raise PolicyError(f"--cap {cap.label}: --scope selects {int(res.selected[idx].sum())} of the "
+                              f"{len(idx)} GPUs of {level} {name}; an aggregate cap covers whole {level}s")
+        tdp = ctx.tdp_w[idx]
+        if cap.unit == "%" and not np.isfinite(tdp).all():
+            gpu = ctx.arrays.gpus[idx[~np.isfinite(tdp)][0]]
+            raise PolicyError(f"--cap {cap.label} is a share of the summed TDP of {level} {name}, but the TDP of "
+                              f"{gpu} is unknown; give the cap in W, --gpu-model, or --model-param tdp_w=")
+        c = float(cap.watts(float(tdp.sum())))
+        idle = float(sum(ctx.models[i].idle_w for i in idx))
+        if c <= idle:
+            raise PolicyError(f"--cap {cap.label} ({c:g} W) is not above the summed idle power of {level} {name} "
+                              f"({len(idx)} GPUs, {idle:g} W): GPUs cannot draw less than idle; raise the cap")
+        floor = float(res.floor_w[idx].sum())
+        if floor > c:
+            raise PolicyError(f"contradicting policies: the summed power floor {floor:g} W of {level} {name} is "
+                              f"above its cap {c:g} W; lower the floor or raise the cap")
+        group_of[idx] = q
+        caps[q] = c
+    res.group_of = group_of
+    res.group_cap_w = caps
+    res.group_names = [names[gi] for gi in touched]
 
 
 # --------------------------------------------------------------------------- clocks and coupling
@@ -431,7 +482,8 @@ def _gpu_params(ctx: Context, res: Resolved) -> tuple[np.ndarray, np.ndarray]:
     betas = np.zeros((n, len(ctx.names) + 1))
     for i, m in enumerate(ctx.models):
         gp[i, K.G_IDLE_W] = m.idle_w
-        gp[i, K.G_CAP_W] = res.cap_w[i]
+        # an aggregate cap throttles every sample above idle of its groups' GPUs
+        gp[i, K.G_CAP_W] = m.idle_w if res.aggregate and res.group_of[i] >= 0 else res.cap_w[i]
         gp[i, K.G_LOCK_MHZ] = res.lock_mhz[i]
         gp[i, K.G_F0_MHZ] = m.f0_mhz if m.f0_mhz is not None else 1.0
         gp[i, K.G_A] = m.a
@@ -497,6 +549,24 @@ def _clock_excess(res: Resolved, cw: K.ClockWindows) -> float:
     return float((means[ok] - caps[ok] * (1 + CAP_RTOL)).max())
 
 
+def group_power(res: Resolved, cw: K.ClockWindows) -> tuple[np.ndarray, np.ndarray]:
+    """Per (capped group, controller window): the group's power, the sum of its GPUs'
+    replayed window means (W); as ``(keys (m, 2) [group, epoch window], power (m,))``."""
+    if not res.aggregate or cw.summary is None:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
+    return K.group_window_power(cw.windows, cw.win_offsets, cw.summary.first_window, res.group_of,
+                                len(res.group_cap_w))
+
+
+def _group_excess(res: Resolved, cw: K.ClockWindows) -> float:
+    """Largest (group power - cap) over the capped groups' windows, W, less the
+    relative slack ``CAP_RTOL``."""
+    keys, power = group_power(res, cw)
+    if not len(power):
+        return 0.0
+    return float((power - res.group_cap_w[keys[:, 0]] * (1 + CAP_RTOL)).max())
+
+
 @dataclass
 class ClockReplay:
     power_w: np.ndarray
@@ -527,8 +597,27 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
                   workers=ctx.options.workers, out_power=None if keep else ws.get("power", np.float32),
                   out_ts=None if keep else ws.get("ts", np.int64))
     it = ctx.iterations
-    if it is None:
+    workers = ctx.options.workers
+
+    def summarize(rows):
+        """The windows' sums: an aggregate cap solves them per group afterwards."""
+        return K.clock_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas, rows=rows,
+                               write=False, keep_summary=True, solve=False, **common).summary
+
+    def solve(summary, rows):
+        if res.aggregate:
+            return K.solve_group_windows(summary, gp, res.group_of, res.group_cap_w, rows, workers=workers)
+        return K.solve_windows(summary, gp, rows, workers=workers)
+
+    if it is None and not res.aggregate:
         cw = K.clock_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas, **common)
+        rounds, iteration_ns, settled = 1, None, True
+    elif it is None:
+        summary = summarize(None)
+        windows, row_out = solve(summary, None)
+        cw = K.write_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas, summary, windows,
+                             row_out, window_ns=window_ns, max_gap_ns=ctx.max_gap_ns, hold_ns=ctx.hold_ns,
+                             workers=workers, out_power=common["out_power"], out_ts=common["out_ts"])
         rounds, iteration_ns, settled = 1, None, True
     else:
         d_len = np.zeros(len(it.base_end_ns))
@@ -537,12 +626,15 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
         summary = None
         for rounds in range(1, max(1, ctx.options.max_rounds) + 1):
             rows = K.Rows(it.offsets, it.azn, _row_params(it, d_len, crit))
-            if summary is None:  # read the samples once; later rounds work on the windows' sums
+            if summary is None and res.aggregate:  # read the samples once; later rounds work on the sums
+                summary = summarize(rows)
+                _, row_out = solve(summary, rows)
+            elif summary is None:
                 cw = K.clock_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas,
                                      rows=rows, write=False, keep_summary=True, **common)
                 summary, row_out = cw.summary, cw.rows
             else:
-                _, row_out = K.solve_windows(summary, gp, rows, workers=ctx.options.workers)
+                _, row_out = solve(summary, rows)
             new_len, new_crit = _extra_length(it, row_out[:, K.RO_E])
             moved = float(np.abs(new_len - d_len).max())
             done = np.array_equal(new_crit, crit) and moved <= SYNC_TOL * ctx.hold_ns
@@ -551,7 +643,7 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
                 settled = True
                 break
         rows = K.Rows(it.offsets, it.azn, _row_params(it, d_len, crit))
-        windows, row_out = K.solve_windows(summary, gp, rows, workers=ctx.options.workers)
+        windows, row_out = solve(summary, rows)
         cw = K.write_windows(arrays.ts_ns, arrays.power_w, ctx.labels, arrays.offsets, gp, betas, summary, windows,
                              row_out, window_ns=window_ns, max_gap_ns=ctx.max_gap_ns, hold_ns=ctx.hold_ns,
                              azn=it.azn, workers=ctx.options.workers, out_power=common["out_power"],
@@ -560,7 +652,7 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
     x = cw.windows[:, K.W_X]
     if not (x[np.isfinite(x)] < 1.0).any():  # nothing lowered: the input, exactly
         return ClockReplay(arrays.power_w, arrays.ts_ns, cw, rounds, 0.0, None)
-    excess = max(_clock_excess(res, cw), 0.0)
+    excess = max(_clock_excess(res, cw), _group_excess(res, cw), 0.0)
     if not settled:
         ctx.warnings.append(f"{res.policy.label()}: synchronous iterations did not settle in {rounds} passes; GPUs "
                             f"may be misaligned by up to {moved / 1e6:.3g} ms")
@@ -740,6 +832,16 @@ def _clock_figures(ctx: Context, res: Resolved, cr: ClockReplay) -> dict:
                 clk = (w[use, K.W_X] * w[use, K.W_F0_MHZ])[known]
                 out["mean_clock_mhz"] = round(float((clk * cov[known]).sum() / cov[known].sum()), 3)
                 out["min_clock_mhz"] = round(float(clk.min()), 3)
+        if res.aggregate:
+            keys, power = group_power(res, cr.windows)
+            top = np.full(len(res.group_cap_w), np.nan)
+            if len(power):
+                np.fmax.at(top, keys[:, 0], power)
+            out["aggregate_cap"] = {
+                "level": res.policy.cap.level,
+                "groups": {name: {"cap_w": round(float(res.group_cap_w[q]), 3),
+                                  "max_window_w": _r(top[q], 3)} for q, name in enumerate(res.group_names)},
+            }
         out["cap_excess_w"] = round(cr.excess_w, 6)
         out["sync_rounds"] = cr.rounds
     return out
@@ -944,7 +1046,10 @@ def replay(traceset, *, cap=None, lock_mhz=None, smoothing=None, storage=None, s
         A :class:`~tracekit.traceset.TraceSet` from :func:`tracekit.open`, or a path.
     cap
         Power cap per GPU: W (``350``), ``"350W"``, ``"50%"`` of TDP, a sweep
-        ``"300:700:50"``, or a list of them.
+        ``"300:700:50"``, or a list of them; or a cap on the summed power of each
+        host, rack, row or the cluster: ``"rack:40kW"``, ``"cluster:0.5MW"``,
+        ``"rack:80%"`` (of the summed TDP), ``"rack:30kW:50kW:5kW"`` (see
+        :mod:`tracekit.replay.policy`).
     lock_mhz
         SM clock lock, MHz, a sweep ``"1000:1900:100"``, or a list.
     smoothing

@@ -4,20 +4,35 @@ A policy combines, in this order (DESIGN.md, Replay):
 
 1. ``lock_mhz``: SM clock lock;
 2. ``cap``: power cap per GPU, W or % of TDP, enforced over the controller window;
+   or an *aggregate* cap on the summed power of each host, rack, row or the cluster
+   (``rack:40kW``, ``cluster:500kW``, ``rack:80%`` of the summed TDP of the rack's
+   GPUs), see below;
 3. ``smoothing``: power floor (W or % of TDP) and ramp-up/down limits (W/s);
 4. ``storage``: a battery per rack (energy J, power W) shaving the rack's draw toward
    its moving average.
 
 ``scope`` limits lock, cap and smoothing to part of the cluster (``rack=rack03``,
 ``host=node00,node01``, ``gpu=node00/0``; ``cluster`` = every GPU), and storage to the
-racks holding the selected GPUs.  Caps and locks may be swept (``300:700:50``): each
-value becomes one policy with the other settings.
+racks holding the selected GPUs.  Caps and locks may be swept (``300:700:50``,
+``rack:30kW:50kW:5kW``): each value becomes one policy with the other settings.
+
+Aggregate caps (``LEVEL:VALUE``, LEVEL one of host, rack, row, cluster; ``gpu:350W``
+is the plain per-GPU cap): over each controller window (``cap_window_s``, default
+1 s) the group's power, the sum over its GPUs of each one's mean replayed power over
+the window (the quantity a per-GPU cap bounds), must be at most the cap.  All GPUs of
+the group run at one relative clock in that window (as a rack power manager would
+set through per-GPU caps): the highest that meets the cap, with the same power/clock
+model and phase stretch as the per-GPU cap (:mod:`tracekit.replay.model`); every
+sample above idle is throttled.  Windows whose group power is within the cap are
+unchanged, bitwise.  ``scope`` then picks which groups are capped and must select
+whole groups (``--cap rack:40kW --scope row=row0`` caps every rack of row0 at 40 kW).
+Synchronous training still couples the GPUs, so one capped rack slows the whole job.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,23 +40,40 @@ from tracekit.errors import PolicyError
 from tracekit.units import parse_duration_s
 
 SCOPE_LEVELS = ("cluster", "row", "rack", "host", "gpu")
+#: Levels a cap may name (``gpu`` = per GPU; the others cap the group's summed power).
+CAP_LEVELS = ("gpu", "host", "rack", "row", "cluster")
 
 
 @dataclass(frozen=True)
 class Cap:
-    """A power cap per GPU: ``value`` W, or ``value`` % of each GPU's TDP."""
+    """A power cap: per GPU (``level`` "gpu": ``value`` W, or ``value`` % of each GPU's
+    TDP), or on the summed power of each group of ``level`` (host, rack, row,
+    cluster: ``value`` W, or ``value`` % of the summed TDP of the group's GPUs)."""
 
     value: float
     unit: str = "W"  # "W" or "%"
+    level: str = "gpu"
+
+    @property
+    def aggregate(self) -> bool:
+        """True for a cap on a group's summed power."""
+        return self.level != "gpu"
 
     def watts(self, tdp_w: float | None) -> float | None:
+        """The cap in W for a GPU (or group) of TDP ``tdp_w`` (None: unknown)."""
         if self.unit == "W":
             return self.value
         return None if tdp_w is None else self.value / 100.0 * tdp_w
 
     @property
     def label(self) -> str:
-        return f"{self.value:g}%" if self.unit == "%" else f"{self.value:g}W"
+        if not self.aggregate:
+            return f"{self.value:g}%" if self.unit == "%" else f"{self.value:g}W"
+        if self.unit == "%":
+            return f"{self.level}:{self.value:g}%"
+        if self.value >= 1e3:
+            return f"{self.level}:{self.value / 1e3:.12g}kW"
+        return f"{self.level}:{self.value:.12g}W"
 
 
 @dataclass(frozen=True)
@@ -166,7 +198,8 @@ class Policy:
 
         return {
             "lock_mhz": self.lock_mhz,
-            "cap": None if self.cap is None else {"value": self.cap.value, "unit": self.cap.unit},
+            "cap": None if self.cap is None else {"value": self.cap.value, "unit": self.cap.unit,
+                                                  "level": self.cap.level},
             "smoothing": None if self.smoothing is None else clean(self.smoothing.__dict__),
             "storage": None if self.storage is None else clean(self.storage.__dict__),
             "scope": {"level": self.scope.level, "names": list(self.scope.names)},
@@ -233,17 +266,34 @@ def _expand_range(text: str, what: str, parse_one) -> list:
 
 def parse_cap(text: str | float | int | Cap) -> list[Cap]:
     """``350``, ``"350W"``, ``"0.35kW"``, ``"50%"`` (of TDP), or a sweep
-    ``"300:700:50"`` / ``"40%:90%:10%"`` -> list of :class:`Cap`."""
+    ``"300:700:50"`` / ``"40%:90%:10%"`` -> list of :class:`Cap` per GPU; with a level
+    prefix, caps on each group's summed power: ``"rack:40kW"``, ``"cluster:500kW"``,
+    ``"rack:80%"`` (of the summed TDP), ``"rack:30kW:50kW:5kW"`` (a sweep)."""
     if isinstance(text, Cap):
-        return [text]
+        if text.level not in CAP_LEVELS:
+            raise PolicyError(f"--cap: unknown level {text.level!r}; use {', '.join(CAP_LEVELS)}")
+        return [_check_cap(text)]
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return [_check_cap(Cap(float(text), "W"))]
+    t = str(text).strip()
+    level = "gpu"
+    m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)\s*:(.*)", t, flags=re.DOTALL)
+    if m:
+        level = m.group(1).lower()
+        if level not in CAP_LEVELS:
+            raise PolicyError(f"--cap: unknown level {m.group(1)!r} in {t!r}; use {', '.join(CAP_LEVELS)} "
+                              "(e.g. rack:40kW)")
+        t = m.group(2).strip()
+        if not t:
+            raise PolicyError(f"--cap {text!r} gives no value after {level}:")
 
-    def one(t: str) -> Cap:
-        v, unit = _value_unit(t, "--cap", {"W": ("W", 1.0), "w": ("W", 1.0), "kW": ("W", 1e3), "%": ("%", 1.0)})
-        return Cap(v, unit)
+    def one(v_text: str) -> Cap:
+        v, unit = _value_unit(v_text, "--cap", {"W": ("W", 1.0), "w": ("W", 1.0), "kW": ("W", 1e3), "MW": ("W", 1e6),
+                                                "%": ("%", 1.0)})
+        return Cap(v, unit, level)
 
-    return [_check_cap(c) for c in _expand_range(str(text), "--cap", one)]
+    caps = _expand_range(t, "--cap", one)
+    return [_check_cap(replace(c, level=level)) for c in caps]
 
 
 def _check_cap(cap: Cap) -> Cap:
@@ -252,6 +302,17 @@ def _check_cap(cap: Cap) -> Cap:
     if cap.unit == "%" and cap.value > 1000:
         raise PolicyError(f"--cap {cap.label} of TDP is not a plausible cap")
     return cap
+
+
+def check_cap_scope(cap: Cap, scope: Scope) -> None:
+    """An aggregate cap covers whole groups: its scope must name groups of its own
+    level or a coarser one (``--cap rack:40kW --scope row=row0``)."""
+    if not cap.aggregate or scope.everything:
+        return
+    if SCOPE_LEVELS.index(scope.level) > SCOPE_LEVELS.index(cap.level):
+        coarser = ", ".join(SCOPE_LEVELS[:SCOPE_LEVELS.index(cap.level) + 1])
+        raise PolicyError(f"--cap {cap.label} caps whole {cap.level}s, but --scope {scope.level}=... selects part "
+                          f"of a {cap.level}; scope it by {coarser}")
 
 
 def parse_lock(text: str | float | int) -> list[float]:
@@ -415,4 +476,7 @@ def build_policies(*, cap=None, lock_mhz=None, smoothing=None, storage=None, sco
     sm = parse_smoothing(smoothing) if smoothing is not None else None
     st = parse_storage(storage) if storage is not None else None
     sc = parse_scope(scope)
+    for c in caps:
+        if c is not None:
+            check_cap_scope(c, sc)
     return [Policy(lock_mhz=lk, cap=c, smoothing=sm, storage=st, scope=sc) for lk in locks for c in caps]
