@@ -45,18 +45,7 @@ class GpuArrays:
 
     def groups(self, level: str) -> tuple[list[str], np.ndarray, list[list[str]]]:
         """(group names, group index of each GPU, member GPUs of each group)."""
-        if level == "cluster":
-            return ["cluster"], np.zeros(len(self.gpus), dtype=np.int64), [list(self.gpus)]
-        if level == "gpu":
-            return list(self.gpus), np.arange(len(self.gpus)), [[g] for g in self.gpus]
-        col = dict(zip(self.topology.get_column("gpu").to_list(), self.topology.get_column(level).to_list()))
-        names = sorted({str(col.get(g)) for g in self.gpus})
-        index = {n: i for i, n in enumerate(names)}
-        of = np.array([index[str(col.get(g))] for g in self.gpus], dtype=np.int64)
-        members = [[] for _ in names]
-        for g, i in zip(self.gpus, of):
-            members[i].append(g)
-        return names, of, members
+        return level_groups(self.gpus, self.topology, level)
 
     def shifted(self, offsets_s: dict[str, float]) -> "GpuArrays":
         """A copy with each host's clock offset subtracted from its GPUs' timestamps."""
@@ -76,6 +65,23 @@ class GpuArrays:
             "ts": pl.Series("ts", self.ts_ns).cast(pl.Datetime("ns", "UTC")),
             "power_w": pl.Series("power_w", self.power_w, dtype=pl.Float32),
         })
+
+
+def level_groups(gpus: list[str], topology: pl.DataFrame, level: str) -> tuple[list[str], np.ndarray, list[list[str]]]:
+    """(group names sorted, group index of each GPU, member GPUs of each group) at
+    ``level`` (cluster, row, rack, host or gpu) for GPUs in the given order."""
+    if level == "cluster":
+        return ["cluster"], np.zeros(len(gpus), dtype=np.int64), [list(gpus)]
+    if level == "gpu":
+        return list(gpus), np.arange(len(gpus)), [[g] for g in gpus]
+    col = dict(zip(topology.get_column("gpu").to_list(), topology.get_column(level).to_list()))
+    names = sorted({str(col.get(g)) for g in gpus})
+    index = {n: i for i, n in enumerate(names)}
+    of = np.array([index[str(col.get(g))] for g in gpus], dtype=np.int64)
+    members = [[] for _ in names]
+    for g, i in zip(gpus, of):
+        members[i].append(g)
+    return names, of, members
 
 
 def periods_frame(gpus: list[str], st: dict) -> pl.DataFrame:

@@ -49,12 +49,17 @@ class LevelSeries:
 def make_grid(arrays: GpuArrays, resolution_s: float, hold_s: float | None = None) -> Grid:
     """The common grid: from the first sample (floored to the step) to the last
     sample's end."""
+    return grid_over(int(arrays.ts_ns.min()), int(arrays.ts_ns.max()), resolution_s, hold_s)
+
+
+def grid_over(first_ns: int, last_ns: int, resolution_s: float, hold_s: float | None = None) -> Grid:
+    """The grid from ``first_ns`` (floored to the step) to ``last_ns`` plus the hold."""
     if resolution_s <= 0:
         raise ParameterError(f"resolution must be positive, got {resolution_s} s")
     step_ns = max(1, int(round(resolution_s * 1e9)))
     hold_ns = int(round((hold_s if hold_s is not None else resolution_s) * 1e9))
-    t_min = int(arrays.ts_ns.min())
-    t_max = int(arrays.ts_ns.max()) + hold_ns
+    t_min = int(first_ns)
+    t_max = int(last_ns) + hold_ns
     t0 = (t_min // step_ns) * step_ns
     n_cells = int(-(-(t_max - t0) // step_ns))
     if n_cells > 2_000_000_000:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from tracekit.analysis import aggregate as agg
@@ -25,7 +26,10 @@ from tracekit.analysis import phases as ph
 from tracekit.analysis import swings as sw
 from tracekit.analysis.iterations import autocorr_period_s, find_stragglers, iteration_table
 from tracekit.analysis.rules import Rule, Violation
+from tracekit.analysis.partial import ArraySource, Context, Merger, analysis_task, merge_sampling, plan_groups, sampling_task
+from tracekit.engine.stream import DEFAULT_MEMORY_LIMIT, plan_batches, run_ordered
 from tracekit.errors import ParameterError
+from tracekit.traceset import periods_frame
 
 Workload = Literal["auto", "training", "inference"]
 DEFAULT_WINDOWS_S = (0.1, 1.0, 2.0, 5.0, 60.0)
@@ -46,6 +50,14 @@ class AnalyzeOptions:
     rules: list[Rule] = field(default_factory=list)
     event_threshold: float = 0.25
     levels: tuple[str, ...] = LEVEL_ORDER
+    #: memory the analysis may use (bytes; default 2 GiB): larger datasets are streamed
+    memory_limit_bytes: int | None = None
+    #: "auto" (stream when over the limit), "memory" or "stream"
+    engine: Literal["auto", "memory", "stream"] = "auto"
+    #: at most this many GPUs per batch (tests and tuning; default: by memory)
+    batch_gpus: int | None = None
+    #: worker threads (default: every core, or TRACEKIT_THREADS)
+    workers: int | None = None
 
 
 @dataclass
@@ -101,7 +113,7 @@ def _event_dict(e: dict) -> dict:
     return out
 
 
-def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw) -> Analysis:
+def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, client=None, **kw) -> Analysis:
     """Analyze a :class:`tracekit.traceset.TraceSet` (or a path, opened with defaults).
 
     Parameters
@@ -112,10 +124,20 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
         :class:`AnalyzeOptions`; keyword arguments override its fields.
     progress
         Optional callable ``progress(step_name)`` for progress display.
+    client
+        Optional ``dask.distributed.Client``: the batch tasks run on its workers
+        (the trace must be a canonical dataset the workers can read at its path).
 
     Returns
     -------
     Analysis
+
+    Notes
+    -----
+    A canonical dataset larger than ``memory_limit`` (estimated) is streamed: two
+    passes over GPU batches read from its files (sampling statistics, then
+    detection and aggregation), never the whole trace at once.  Otherwise the
+    samples are read once and the same batch tasks run on slices of them.
     """
     from tracekit.traceset import TraceSet, open_trace
 
@@ -128,9 +150,24 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
         setattr(opts, k, v)
     step = progress or (lambda name: None)
     warnings: list[str] = list(traceset.quality.warnings)
-
     topology = traceset.topology
+    gpus = traceset.index.gpus if not traceset.loaded and traceset.index is not None else traceset.arrays().gpus
+    memory_limit = opts.memory_limit_bytes or DEFAULT_MEMORY_LIMIT
+    streaming = _streaming(traceset, opts, client, memory_limit)
+    workers = None if client is not None else opts.workers
+
     step("resolution")
+    pooled = None
+    if streaming:
+        source = traceset.index
+        if traceset.n_samples == 0:
+            raise ParameterError("no samples to analyze (every row was excluded; see tracekit info)")
+        keys = np.zeros((len(gpus), 0), dtype=np.int64)
+        budget = _batch_budget(memory_limit, workers, client)
+        batches1 = plan_batches(source.gpu_rows * _PASS1_BYTES_PER_SAMPLE, keys, budget, max_gpus=opts.batch_gpus)
+        parts = list(run_ordered(sampling_task, [(source, b) for b in batches1], workers=workers, client=client))
+        st, pooled = merge_sampling(parts, len(gpus))
+        traceset.set_periods(periods_frame(gpus, st))
     sample_period_s, effective_period_s = traceset.median_periods_s("analyze")
     periods = traceset.gpu_periods()
     resolution_s = opts.resolution_s or sample_period_s
@@ -142,69 +179,67 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
     offsets: dict[str, float] = {}
     if isinstance(opts.align, dict):
         offsets = dict(opts.align)
-    arrays = traceset.arrays()
-    if offsets:
-        arrays = arrays.shifted(offsets)
-
     step("phases")
     if opts.align == "auto":
+        if streaming:
+            raise ParameterError("--align auto needs the whole trace in memory (it is larger than --memory-limit); "
+                                 "estimate the offsets on part of it and pass them with --align FILE")
+        arrays = traceset.arrays()
         grid0 = agg.make_grid(arrays, resolution_s)
         host_series = agg.aggregate(arrays, grid0, opts.max_gap_s, level="host")
         from tracekit.analysis.align import estimate_offsets
 
         est = estimate_offsets(host_series.power_w, grid0.step_s, opts.max_offset_s)
         offsets = {h: round(float(o), 6) for h, o in zip(host_series.groups, est)}
-        arrays = arrays.shifted(offsets)
+    host_of = dict(zip(topology.get_column("gpu").to_list(), topology.get_column("host").to_list()))
+    shift_ns = np.array([int(round(offsets.get(host_of.get(g), 0.0) * 1e9)) for g in gpus], dtype=np.int64)
 
-    detection = ph.detect(arrays, workload=opts.workload, effective_period_s=max(effective_period_s, sample_period_s),
-                          sample_period_s=sample_period_s)
-    warnings += detection.warnings
-    workload = detection.workload
+    workload = opts.workload
+    if workload == "auto":
+        if pooled is None:
+            pooled = ph.pooled_histogram(traceset.arrays().power_w)
+        workload = ph.workload_from_histogram(pooled)
+    detect_effective_s = max(effective_period_s, sample_period_s)
+    peak = periods.get_column("peak_w").to_numpy().astype(np.float64)
+    peak = peak[np.isfinite(peak)]
+    dparams = ph.detect_params(workload, max_power_w=float(peak.max()) if len(peak) else np.nan,
+                               effective_period_s=detect_effective_s, sample_period_s=sample_period_s)
 
     step("aggregate")
-    grid = agg.make_grid(arrays, resolution_s)
+    has = periods.get_column("samples").to_numpy() > 0
+    first = periods.get_column("start").dt.epoch("ns").to_numpy()[has] - shift_ns[has]
+    last = periods.get_column("end").dt.epoch("ns").to_numpy()[has] - shift_ns[has]
+    grid = agg.grid_over(int(first.min()), int(last.max()), resolution_s)
     levels = tuple(lv for lv in LEVEL_ORDER if lv in opts.levels or lv == "cluster")
-    series, gpu_grid_peaks, heatmap = agg.aggregate_all(arrays, grid, opts.max_gap_s, levels=levels)
+    ctx = _context(dparams, grid, opts, gpus, topology, shift_ns, levels)
+    if streaming:
+        keys = np.stack([ctx.group_of[lv] for lv in levels], axis=1)
+        host_size = np.bincount(ctx.group_of["host"] if "host" in levels else np.zeros(len(gpus), dtype=np.int64))
+        per_gpu_grid = grid.n_cells * 32.0 / host_size[ctx.group_of["host"] if "host" in levels else 0]
+        batches = plan_batches(source.gpu_rows * _PASS2_BYTES_PER_SAMPLE + per_gpu_grid, keys, budget,
+                               max_gpus=opts.batch_gpus)
+    else:
+        source = ArraySource(traceset.arrays())
+        from tracekit.engine.local import cost_ranges, default_workers
+
+        ranges = cost_ranges(source.gpu_rows, (workers or default_workers()) * (2 if opts.batch_gpus else 1))
+        batches = [np.arange(a, b) for a, b in ranges]
+        if opts.batch_gpus:
+            batches = [b[i: i + opts.batch_gpus] for b in batches for i in range(0, len(b), opts.batch_gpus)]
+    plan_groups(ctx, batches)
+    merger = Merger(ctx, len(gpus))
+    for res in run_ordered(analysis_task, [(source, b, i) for i, b in enumerate(batches)], workers=workers,
+                           client=client, shared=(ctx,)):
+        merger.add(res)
+    merger.finish()
+    detection = ph.assemble(dparams, gpus, sorted(merger.phases, key=lambda r: r.gpu), detect_effective_s)
+    warnings += detection.warnings
 
     step("swings")
-    tdp_by_gpu = dict(zip(topology.get_column("gpu").to_list(), topology.get_column("tdp_w").to_list()))
-    levels_out: dict = {}
-    swing_rows: list[dict] = []
-    spectrum_out: dict = {}
-    def group_metrics(job: tuple[str, int]) -> dict:
-        level, gi = job
-        s = series[level]
-        members = s.members[gi]
-        tdps = [tdp_by_gpu.get(g) for g in members]
-        provisioned = float(sum(tdps)) if tdps and all(t is not None for t in tdps) else None
-        sum_of_peaks = float(sum(gpu_grid_peaks[g] for g in members if g in gpu_grid_peaks))
-        m = sw.metrics(
-            s.power_w[gi], s.coverage[gi], grid.step_s,
-            windows_s=opts.windows_s, ramp_window_s=opts.ramp_window_s,
-            provisioned_w=provisioned, sum_of_peaks_w=sum_of_peaks,
-            with_spectrum=(level == "cluster"),
-        )
-        per_gpu = [gpu_grid_peaks[g] / tdp_by_gpu[g] for g in members if tdp_by_gpu.get(g) and g in gpu_grid_peaks]
-        m["max_gpu_peak_over_tdp"] = round(max(per_gpu), 4) if per_gpu else None
-        return m
-
-    from tracekit.engine.local import map_items
-
-    jobs = [(level, gi) for level, s in series.items() for gi in range(len(s.groups))]
-    for (level, gi), m in zip(jobs, map_items(group_metrics, jobs)):
-        group = series[level].groups[gi]
-        spec = m.pop("_spectrum", None)
-        if spec is not None:
-            spectrum_out = {"freq_hz": spec.freq_hz, "psd": spec.psd_w2_per_hz}
-        levels_out.setdefault(level, {})[group] = m
-        for window, v in m["swing"].items():
-            swing_rows.append({"level": level, "group": group, "window": window, **v})
-    swings = pl.DataFrame(swing_rows, schema={"level": pl.String, "group": pl.String, "window": pl.String,
-                                              "max_w": pl.Float64, "p99_w": pl.Float64,
-                                              "max_pct_of_peak": pl.Float64})
+    levels_out, swings, spectrum_out = merger.levels_out()
 
     step("iterations")
-    cluster = series["cluster"]
+    cluster = merger.cluster
     phase_summary = detection.summary()
     iterations = None
     iteration_summary = None
@@ -242,10 +277,6 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
     events = sw.events(cluster.power_w[0], grid, smooth_s=smooth_s, threshold=opts.event_threshold,
                        level="cluster", group="cluster")
 
-    violations: list[Violation] = []
-    for rule in opts.rules:
-        violations += sw.check_rule(rule, series, grid)
-
     cluster_power = pl.DataFrame({
         "ts": grid.times(),
         "power_w": cluster.power_w[0],
@@ -255,6 +286,8 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
 
     dataset = traceset.dataset_summary()
     dataset["resolution_ms"] = round(grid.step_s * 1e3, 6)
+    dataset["engine"] = {"mode": "dask" if client is not None else ("stream" if streaming else "memory"),
+                         "batches": len(batches)}
     return Analysis(
         dataset=dataset,
         data_quality=traceset.quality.to_dict(),
@@ -269,12 +302,61 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, **kw
         swings=swings,
         levels=levels_out,
         events=events,
-        violations=violations,
+        violations=merger.sorted_violations(),
         offsets_s=offsets,
         warnings=list(dict.fromkeys(warnings + _semantics_warning(semantics, detection))),
         spectrum=spectrum_out,
-        gpu_heatmap=heatmap,
+        gpu_heatmap=merger.heatmap(gpus),
     )
+
+
+#: Estimated bytes held per sample of a batch: pass 1 (ts, power, Arrow buffers while
+#: copying) and pass 2 (plus per-GPU labels, detection temporaries, shifted times).
+_PASS1_BYTES_PER_SAMPLE = 16.0
+_PASS2_BYTES_PER_SAMPLE = 24.0
+#: Held whatever the batching: interpreter, libraries, compiled kernels.
+_BASE_BYTES = 400 * 2**20
+
+
+def _streaming(traceset, opts: AnalyzeOptions, client, memory_limit: int) -> bool:
+    """Stream from the dataset's files rather than read the whole trace?"""
+    can = traceset.index is not None and not traceset.loaded
+    if client is not None or opts.engine == "stream":
+        if traceset.index is None:
+            raise ParameterError("streaming and --scheduler need a canonical dataset: convert the trace first "
+                                 "(tracekit convert SRC DST)")
+        return True
+    if opts.engine == "memory" or not can:
+        return False
+    # in memory: ts + power (12 B), labels and temporaries (~28 B) per sample
+    return traceset.n_samples * 40 + _BASE_BYTES > memory_limit
+
+
+def _batch_budget(memory_limit: int, workers: int | None, client) -> float:
+    from tracekit.engine.local import default_workers
+
+    in_flight = (1 if client is not None else (workers or default_workers())) + 1
+    return max(memory_limit - _BASE_BYTES, 64 * 2**20) * 0.7 / in_flight
+
+
+def _context(dparams, grid, opts: AnalyzeOptions, gpus: list[str], topology: pl.DataFrame, shift_ns: np.ndarray,
+             levels: tuple[str, ...]) -> Context:
+    from tracekit.traceset import level_groups
+
+    tdp_of = dict(zip(topology.get_column("gpu").to_list(), topology.get_column("tdp_w").to_list()))
+    tdp = np.array([np.nan if tdp_of.get(g) is None else float(tdp_of[g]) for g in gpus], dtype=np.float64)
+    group_of, names, sizes, provisioned = {}, {}, {}, {}
+    for lv in levels:
+        n, of, _ = level_groups(gpus, topology, lv)
+        group_of[lv], names[lv] = of, n
+        sizes[lv] = np.bincount(of, minlength=len(n))
+        provisioned[lv] = np.bincount(of, weights=np.nan_to_num(tdp, nan=0.0), minlength=len(n))
+        unknown = np.bincount(of, weights=np.isnan(tdp).astype(np.float64), minlength=len(n)) > 0
+        provisioned[lv][unknown] = np.nan
+    heat_per = int(np.ceil(grid.n_cells / min(agg.HEATMAP_COLUMNS, grid.n_cells)))
+    return Context(dparams, grid, int(opts.max_gap_s * 1e9), heat_per, shift_ns, levels, group_of, names, sizes,
+                   provisioned, tdp, windows_s=tuple(opts.windows_s), ramp_window_s=opts.ramp_window_s,
+                   rules=list(opts.rules))
 
 
 def _round(v, digits: int = 6):

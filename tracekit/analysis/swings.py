@@ -140,35 +140,38 @@ def check_rule(rule: Rule, series: dict, grid) -> list[Violation]:
     if rule.level not in series:
         return []
     s = series[rule.level]
+    return [v for gi, group in enumerate(s.groups) for v in check_group_rule(rule, group, s.power_w[gi], grid)]
+
+
+def check_group_rule(rule: Rule, group: str, x: np.ndarray, grid) -> list[Violation]:
+    """Violations of one grid rule on one group's series ``x`` (on ``grid``)."""
     out: list[Violation] = []
 
     def iso(cell: int) -> str:
         return np.datetime64(grid.t0_ns + int(cell) * grid.step_ns, "ns").astype(str) + "Z"
 
-    for gi, group in enumerate(s.groups):
-        x = s.power_w[gi]
-        if rule.kind in ("window_change", "ramp"):
-            cells = _cells(rule.window_s, grid.step_s)
-            if cells >= len(x):
-                continue
-            if rule.kind == "window_change":
-                vals = window_swing(x, cells)
-                limit = rule.limit_w
-            else:
-                f = fill_missing(x)
-                vals = np.abs(f[cells:] - f[:-cells]) / (cells * grid.step_s)
-                limit = rule.limit_w_per_s
-            hit = np.where(np.isfinite(vals), vals > limit, False)
-            edges = np.diff(np.concatenate([[0], hit.astype(np.int8), [0]]))
-            for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-                out.append(Violation(rule.name, rule.level, group, iso(a), iso(b - 1 + cells),
-                                     round(float(np.nanmax(vals[a:b])), 3), limit))
+    if rule.kind in ("window_change", "ramp"):
+        cells = _cells(rule.window_s, grid.step_s)
+        if cells >= len(x):
+            return out
+        if rule.kind == "window_change":
+            vals = window_swing(x, cells)
+            limit = rule.limit_w
         else:
-            spec = welch_spectrum(x, grid.step_s, band_hz=(rule.low_hz, rule.high_hz))
-            if spec.largest_component_share is not None and spec.largest_component_share > rule.max_component_share:
-                in_band = (spec.freq_hz >= rule.low_hz) & (spec.freq_hz <= rule.high_hz)
-                f_peak = float(spec.freq_hz[in_band][np.argmax(spec.psd_w2_per_hz[in_band])])
-                out.append(Violation(rule.name, rule.level, group, None, None,
-                                     round(spec.largest_component_share, 4), rule.max_component_share,
-                                     {"frequency_hz": round(f_peak, 4)}))
+            f = fill_missing(x)
+            vals = np.abs(f[cells:] - f[:-cells]) / (cells * grid.step_s)
+            limit = rule.limit_w_per_s
+        hit = np.where(np.isfinite(vals), vals > limit, False)
+        edges = np.diff(np.concatenate([[0], hit.astype(np.int8), [0]]))
+        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            out.append(Violation(rule.name, rule.level, group, iso(a), iso(b - 1 + cells),
+                                 round(float(np.nanmax(vals[a:b])), 3), limit))
+    else:
+        spec = welch_spectrum(x, grid.step_s, band_hz=(rule.low_hz, rule.high_hz))
+        if spec.largest_component_share is not None and spec.largest_component_share > rule.max_component_share:
+            in_band = (spec.freq_hz >= rule.low_hz) & (spec.freq_hz <= rule.high_hz)
+            f_peak = float(spec.freq_hz[in_band][np.argmax(spec.psd_w2_per_hz[in_band])])
+            out.append(Violation(rule.name, rule.level, group, None, None,
+                                 round(spec.largest_component_share, 4), rule.max_component_share,
+                                 {"frequency_hz": round(f_peak, 4)}))
     return out

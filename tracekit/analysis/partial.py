@@ -1,0 +1,287 @@
+"""``analyze`` as map tasks over GPU batches, merged in order.
+
+The same tasks serve the three executors (:mod:`tracekit.engine.stream`): one batch
+per thread over arrays already in memory, batches read from a canonical dataset with
+memory bounded by ``--memory-limit``, and Dask tasks on other machines.
+
+1. :func:`sampling_task` (pass 1, streaming only): per-GPU sampling statistics and the
+   pooled power histogram; merged they fix the sampling period, the workload, the
+   histogram range and the grid (:func:`make_context`).
+2. :func:`analysis_task` (pass 2): per GPU detection (levels, labels, segments),
+   cell means on the grid summed into the batch's groups, and every group whose GPUs
+   all lie in the batch finished on the spot (metrics, rule checks); groups that
+   span batches (always the cluster) come back as partial sums.
+3. :class:`Merger` appends per-GPU results, adds partial sums in batch order and
+   finishes a group as soon as the batch holding its last GPU is merged, so only the
+   cluster and the groups spanning the batch in progress are held.
+
+Partial sums combine by addition, so any batching gives the same answer up to the
+order of floating-point additions (tests: any split equals the one-batch run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from tracekit.analysis import phases as ph
+from tracekit.analysis import swings as sw
+from tracekit.analysis.aggregate import Grid, LevelSeries
+from tracekit.analysis.rules import Rule, Violation
+from tracekit.kernels.grid import grid_cell_means, time_grid
+from tracekit.kernels.stats import gpu_sampling
+
+
+class ArraySource:
+    """Batches sliced from :class:`tracekit.traceset.GpuArrays` in memory."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+        self.gpus = arrays.gpus
+        self.gpu_rows = np.diff(arrays.offsets)
+
+    def read(self, gpus):
+        a = self.arrays
+        gpus = np.asarray(gpus, dtype=np.int64)
+        if len(gpus) and np.array_equal(gpus, np.arange(gpus[0], gpus[0] + len(gpus))):
+            s0, s1 = a.offsets[gpus[0]], a.offsets[gpus[-1] + 1]
+            return a.offsets[gpus[0]: gpus[-1] + 2] - s0, a.ts_ns[s0:s1], a.power_w[s0:s1]
+        counts = a.offsets[gpus + 1] - a.offsets[gpus]
+        offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        idx = np.concatenate([np.arange(a.offsets[g], a.offsets[g + 1]) for g in gpus]) if len(gpus) else []
+        return offsets, a.ts_ns[idx], a.power_w[idx]
+
+
+# -- pass 1 ----------------------------------------------------------------------------
+def sampling_task(source, gpus) -> dict:
+    """Per-GPU sampling statistics (:func:`gpu_sampling`) and the pooled 1 W power
+    histogram of a batch of GPUs."""
+    offsets, ts, power = source.read(gpus)
+    st = gpu_sampling(ts, power, offsets)
+    st["gpu_index"] = np.asarray(gpus, dtype=np.int64)
+    st["hist"] = ph.pooled_histogram(power)
+    return st
+
+
+def merge_sampling(parts: list[dict], n_gpus: int) -> tuple[dict, np.ndarray]:
+    """Per-GPU statistics in GPU order and the pooled histogram from pass-1 parts."""
+    keys = [k for k in parts[0] if k not in ("gpu_index", "hist")]
+    st = {k: np.empty(n_gpus, dtype=parts[0][k].dtype) for k in keys}
+    hist = np.zeros(0, dtype=np.int64)
+    for p in parts:
+        for k in keys:
+            st[k][p["gpu_index"]] = p[k]
+        hist = ph.add_histograms(hist, p["hist"])
+    return st, hist
+
+
+# -- the plan every batch shares ---------------------------------------------------------
+@dataclass
+class Context:
+    """Everything a batch task needs from the whole trace (decided after pass 1)."""
+
+    detect: ph.DetectParams
+    grid: Grid
+    max_gap_ns: int
+    heat_per: int
+    shift_ns: np.ndarray  # per GPU: host clock offset subtracted from its timestamps
+    levels: tuple[str, ...]
+    group_of: dict[str, np.ndarray]  # level -> group index of each GPU
+    group_names: dict[str, list[str]]
+    group_size: dict[str, np.ndarray]
+    provisioned_w: dict[str, np.ndarray]  # NaN where a member's TDP is unknown
+    tdp_w: np.ndarray  # per GPU, NaN = unknown
+    last_batch: dict[str, np.ndarray] = field(default_factory=dict)  # level -> batch holding each group's last GPU
+    windows_s: tuple[float, ...] = ()
+    ramp_window_s: float = 1.0
+    rules: list[Rule] = field(default_factory=list)
+
+    def finished_in(self, level: str, batch_no: int) -> np.ndarray:
+        """Groups of ``level`` whose every GPU is in batch ``batch_no`` alone."""
+        return np.flatnonzero(self.last_batch[level] == batch_no)
+
+
+def plan_groups(ctx: Context, batches: list[np.ndarray]) -> None:
+    """Fill ``ctx.last_batch``: per level and group, the batch that completes it when
+    the group lies in one batch, else the last batch holding one of its GPUs (as a
+    negative number minus one, so the group is merged before it is finished)."""
+    for lv in ctx.levels:
+        of = ctx.group_of[lv]
+        n = len(ctx.group_names[lv])
+        first = np.full(n, -1, dtype=np.int64)
+        last = np.full(n, -1, dtype=np.int64)
+        for b, gpus in enumerate(batches):
+            gs = np.unique(of[gpus])
+            first[gs] = np.where(first[gs] < 0, b, first[gs])
+            last[gs] = b
+        # >= 0: finished inside that batch; < 0: spans batches, finished when batch -x-1 is merged
+        ctx.last_batch[lv] = np.where((first == last) & (lv != "cluster"), last, -last - 1)
+
+
+# -- pass 2 ----------------------------------------------------------------------------
+@dataclass
+class BatchResult:
+    batch_no: int
+    gpus: np.ndarray
+    phases: list  # GpuPhases (labels dropped) per GPU with samples
+    peaks_w: np.ndarray  # per GPU of the batch: peak cell mean
+    heat_e: np.ndarray
+    heat_c: np.ndarray
+    finished: dict  # (level, group index) -> metrics
+    violations: list[Violation]
+    partial: dict  # (level, group index) -> (sum of cell means W, GPU-seconds per cell)
+
+
+def group_metrics(ctx: Context, level: str, gi: int, mean_sum: np.ndarray, gpu_time: np.ndarray,
+                  member_peaks_w: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, list[Violation]]:
+    """Metrics of one finished group: (metrics, power W per cell, coverage, rule violations)."""
+    grid = ctx.grid
+    size = float(ctx.group_size[level][gi])
+    coverage = np.clip(gpu_time / (size * grid.step_s), 0.0, 1.0)
+    power = np.where(gpu_time > 0, mean_sum, np.nan)
+    provisioned = float(ctx.provisioned_w[level][gi])
+    members = np.flatnonzero(ctx.group_of[level] == gi)
+    peaks = member_peaks_w[members]
+    finite = np.isfinite(peaks)
+    m = sw.metrics(power, coverage, grid.step_s, windows_s=ctx.windows_s, ramp_window_s=ctx.ramp_window_s,
+                   provisioned_w=provisioned if np.isfinite(provisioned) else None,
+                   sum_of_peaks_w=float(peaks[finite].sum()), with_spectrum=(level == "cluster"))
+    tdp = ctx.tdp_w[members]
+    ok = finite & np.isfinite(tdp) & (tdp > 0)
+    m["max_gpu_peak_over_tdp"] = round(float((peaks[ok] / tdp[ok]).max()), 4) if ok.any() else None
+    name = ctx.group_names[level][gi]
+    violations = [v for r in ctx.rules if r.level == level for v in sw.check_group_rule(r, name, power, grid)]
+    return m, power, coverage, violations
+
+
+def analysis_task(source, gpus, batch_no: int, ctx: Context) -> BatchResult:
+    """Pass 2 over one batch of GPUs (global indices ``gpus``)."""
+    gpus = np.asarray(gpus, dtype=np.int64)
+    offsets, ts, power = source.read(gpus)
+    shift = ctx.shift_ns[gpus]
+    if shift.any():
+        ts = ts - np.repeat(shift, np.diff(offsets))
+    phases = []
+    for j, g in enumerate(gpus):
+        a, b = offsets[j], offsets[j + 1]
+        res = ph.detect_gpu(ts[a:b], power[a:b], ctx.detect, int(g))
+        if res is not None:
+            phases.append(res._replace(labels=None))
+    # rows: the distinct combinations of the batch's groups over every level
+    keys = np.stack([ctx.group_of[lv][gpus] for lv in ctx.levels], axis=1)
+    uniq, row_of_gpu = np.unique(keys, axis=0, return_inverse=True)
+    row_of_gpu = row_of_gpu.reshape(-1).astype(np.int64)
+    grid = ctx.grid
+    cm = grid_cell_means(ts, power, offsets, row_of_gpu, time_grid(grid.t0_ns, grid.step_ns, grid.n_cells),
+                         n_rows=len(uniq), max_gap_ns=ctx.max_gap_ns, hold_ns=grid.hold_ns, heat_per=ctx.heat_per)
+    del ts, power
+    all_peaks = np.full(len(ctx.tdp_w), np.nan)
+    all_peaks[gpus] = cm.peak_w
+    finished, violations, partial = {}, [], {}
+    for j, lv in enumerate(ctx.levels):
+        for gi in np.unique(uniq[:, j]):
+            rows = np.flatnonzero(uniq[:, j] == gi)
+            mean_sum = cm.mean_sum_w[rows].sum(axis=0) if len(rows) > 1 else cm.mean_sum_w[rows[0]].copy()
+            gpu_time = cm.gpu_time_s[rows].sum(axis=0) if len(rows) > 1 else cm.gpu_time_s[rows[0]].copy()
+            if ctx.last_batch[lv][gi] == batch_no:
+                m, _, _, v = group_metrics(ctx, lv, int(gi), mean_sum, gpu_time, all_peaks)
+                finished[(lv, int(gi))] = m
+                violations += v
+            else:
+                partial[(lv, int(gi))] = (mean_sum, gpu_time)
+    return BatchResult(batch_no, gpus, phases, cm.peak_w, cm.heat_energy_j, cm.heat_covered_s, finished,
+                       violations, partial)
+
+
+# -- merge -----------------------------------------------------------------------------
+class Merger:
+    """Adds batch results in batch order; finishes spanning groups once complete."""
+
+    def __init__(self, ctx: Context, n_gpus: int, on_group=None):
+        self.ctx = ctx
+        self.phases: list = []
+        self.peaks_w = np.full(n_gpus, np.nan)
+        n_heat = -(-ctx.grid.n_cells // ctx.heat_per) if ctx.heat_per else 0
+        self.heat_e = np.zeros((n_gpus if ctx.heat_per else 0, n_heat))
+        self.heat_c = np.zeros_like(self.heat_e)
+        self.metrics: dict = {}
+        self.violations: list[Violation] = []
+        self.partial: dict = {}
+        self.cluster: LevelSeries | None = None
+        self.on_group = on_group  # callable(level, group index, power, coverage) for kept series
+        self.next_batch = 0
+
+    def add(self, res: BatchResult) -> None:
+        if res.batch_no != self.next_batch:
+            raise RuntimeError(f"batch {res.batch_no} merged out of order (expected {self.next_batch})")
+        self.next_batch += 1
+        self.phases += res.phases
+        self.peaks_w[res.gpus] = res.peaks_w
+        if self.ctx.heat_per:
+            self.heat_e[res.gpus] = res.heat_e
+            self.heat_c[res.gpus] = res.heat_c
+        self.metrics.update(res.finished)
+        self.violations += res.violations
+        for key, (mean_sum, gpu_time) in res.partial.items():
+            if key in self.partial:
+                self.partial[key][0][:] += mean_sum
+                self.partial[key][1][:] += gpu_time
+            else:
+                self.partial[key] = (mean_sum, gpu_time)
+        done = [key for key in self.partial if self.ctx.last_batch[key[0]][key[1]] == -res.batch_no - 1]
+        for key in done:
+            if key[0] != "cluster":
+                self._finish(key)
+
+    def _finish(self, key) -> None:
+        lv, gi = key
+        mean_sum, gpu_time = self.partial.pop(key)
+        m, power, coverage, v = group_metrics(self.ctx, lv, gi, mean_sum, gpu_time, self.peaks_w)
+        self.metrics[key] = m
+        self.violations += v
+        if lv == "cluster":
+            self.cluster = LevelSeries("cluster", ["cluster"], [], power[None, :], coverage[None, :])
+
+    def finish(self) -> None:
+        for key in list(self.partial):
+            self._finish(key)
+
+    def heatmap(self, gpus: list[str]) -> dict | None:
+        ctx = self.ctx
+        if not ctx.heat_per:
+            return None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            heat = np.where(self.heat_c > 0, self.heat_e / self.heat_c, np.nan)
+        t = ctx.grid.t0_ns + np.arange(heat.shape[1], dtype=np.int64) * ctx.heat_per * ctx.grid.step_ns
+        return {"gpus": list(gpus), "t_ns": t, "power_w": heat}
+
+    def levels_out(self) -> tuple[dict, pl.DataFrame, dict]:
+        """(levels of the JSON, the swings frame, the cluster spectrum) in level then group order."""
+        levels_out: dict = {}
+        swing_rows: list[dict] = []
+        spectrum: dict = {}
+        for lv in self.ctx.levels:
+            for gi, group in enumerate(self.ctx.group_names[lv]):
+                m = self.metrics.get((lv, gi))
+                if m is None:
+                    continue
+                spec = m.pop("_spectrum", None)
+                if spec is not None:
+                    spectrum = {"freq_hz": spec.freq_hz, "psd": spec.psd_w2_per_hz}
+                levels_out.setdefault(lv, {})[group] = m
+                for window, v in m["swing"].items():
+                    swing_rows.append({"level": lv, "group": group, "window": window, **v})
+        swings = pl.DataFrame(swing_rows, schema={"level": pl.String, "group": pl.String, "window": pl.String,
+                                                  "max_w": pl.Float64, "p99_w": pl.Float64,
+                                                  "max_pct_of_peak": pl.Float64})
+        return levels_out, swings, spectrum
+
+    def sorted_violations(self) -> list[Violation]:
+        """Violations by rule (as given), level, group and start."""
+        rule_index = {r.name: i for i, r in enumerate(self.ctx.rules)}
+        group_index = {(lv, g): i for lv in self.ctx.levels for i, g in enumerate(self.ctx.group_names[lv])}
+        return sorted(self.violations, key=lambda v: (rule_index.get(v.rule, 0), group_index.get((v.level, v.group), 0),
+                                                      v.start or ""))
