@@ -160,19 +160,30 @@ def convert(src, dst, force: bool, **kw) -> None:
               help="Grid rules TOML (window_change, ramp, band limits).")
 @click.option("--fail-on", multiple=True, metavar="METRIC>VALUE",
               help="Exit 1 when a cluster metric exceeds VALUE, e.g. peak_over_tdp>0.9 (repeatable).")
+@click.option("--memory-limit", default="2GiB", show_default=True,
+              help="Memory the analysis may use; a canonical dataset larger than this is streamed in GPU batches.")
+@click.option("--engine", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
+              help="memory: read the whole trace; stream: GPU batches from the dataset files; auto: by size.")
+@click.option("--threads", type=int, help="Worker threads (default: every core).")
+@click.option("--scheduler", metavar="tcp://HOST:PORT",
+              help="Run the batch tasks on a Dask distributed cluster (PATH must be a canonical dataset the "
+                   "workers can read at the same path).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Write summary.json, tables and report.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary.")
-def analyze(path, workload, resolution, windows, ramp_window, align, max_offset, rules_file, fail_on, output,
-            as_json, **kw) -> None:
+def analyze(path, workload, resolution, windows, ramp_window, align, max_offset, rules_file, fail_on, memory_limit,
+            engine, threads, scheduler, output, as_json, **kw) -> None:
     """Phases, time-aligned cluster power, swings, spectrum, events and grid rules of PATH."""
     from pathlib import Path
 
     from tracekit.analysis.analyze import AnalyzeOptions
     from tracekit.analysis.analyze import analyze as run_analyze
     from tracekit.analysis.rules import load_rules
-    from tracekit.units import parse_duration_s
+    from tracekit.errors import ParameterError
+    from tracekit.units import parse_duration_s, parse_size_bytes
 
     max_gap_s = parse_duration_s(kw.get("max_gap", "5s"), what="--max-gap")
+    if threads is not None and threads < 1:
+        raise ParameterError(f"--threads must be at least 1, got {threads}")
     opts = AnalyzeOptions(
         workload=workload,
         resolution_s=parse_duration_s(resolution, what="--resolution") if resolution else None,
@@ -181,6 +192,9 @@ def analyze(path, workload, resolution, windows, ramp_window, align, max_offset,
         ramp_window_s=parse_duration_s(ramp_window, what="--ramp-window"),
         max_offset_s=parse_duration_s(max_offset, what="--max-offset"),
         rules=load_rules(rules_file) if rules_file else [],
+        memory_limit_bytes=parse_size_bytes(memory_limit, what="--memory-limit"),
+        engine=engine,
+        workers=threads,
     )
     if align not in ("none", "auto"):
         from tracekit.analysis.align import load_offsets
@@ -192,7 +206,16 @@ def analyze(path, workload, resolution, windows, ramp_window, align, max_offset,
         opts.align = align
     checks = [_parse_fail_on(f) for f in fail_on]
     ts = open_from_cli(list(path), kw)
-    result = _with_progress(lambda step: run_analyze(ts, opts, progress=step), quiet=as_json)
+    client = None
+    if scheduler:
+        from tracekit.engine.stream import connect
+
+        client = connect(scheduler)
+    try:
+        result = _with_progress(lambda step: run_analyze(ts, opts, progress=step, client=client), quiet=as_json)
+    finally:
+        if client is not None:
+            client.close()
     summary = result.summary()
     if output:
         from tracekit.report.outputs import write_analysis

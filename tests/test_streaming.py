@@ -1,0 +1,260 @@
+"""Streaming executor: any GPU batching (and threads, and Dask) gives the one-shot answer.
+
+The reference is ``analyze(..., engine="memory")`` with one batch per GPU range; the
+streamed runs read GPU batches from the dataset files (two passes).  Equal means:
+identical per-GPU results (segments, levels, sampling statistics) and summaries equal
+up to the order of floating-point additions (rel. 1e-9).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tracekit
+from tracekit import synth
+from tracekit.analysis.analyze import analyze
+from tracekit.analysis.rules import Rule
+from tracekit.engine.stream import boundary_levels, plan_batches, run_ordered
+from tracekit.errors import InputError, ParameterError
+from tracekit.io.dataset import DatasetIndex, read_dataset_arrays
+
+
+@pytest.fixture(scope="module")
+def training(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stream") / "train"
+    # 3 rows x 2 racks x 2 hosts x 4 GPUs = 48 GPUs; a gap and dropped samples
+    synth.training(out, gpus=40, seconds=6, rate_hz=500, gpus_per_host=4, hosts_per_rack=2, racks_per_row=2,
+                   iteration_s=0.5, checkpoint_every_s=3, checkpoint_s=0.5, gaps=2, drop_fraction=0.01,
+                   host_offset_ms=3, seed=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def inference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stream") / "infer"
+    synth.inference(out, gpus=6, seconds=20, rate_hz=250, tp=2, gpus_per_host=2, hosts_per_rack=1,
+                    arrival_rate_hz=1.0, seed=5)
+    return out
+
+
+class _Quiet:
+    """A fixture value with a short repr (hypothesis prints its arguments)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<reference analysis>"
+
+
+@pytest.fixture(scope="module")
+def reference(training):
+    return _Quiet(analyze(tracekit.open(training), engine="memory"))
+
+
+def _close(a, b, path="") -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+def assert_same(ref, got) -> None:
+    sa, sb = ref.summary(), got.summary()
+    sa["dataset"] = {k: v for k, v in sa["dataset"].items() if k != "engine"}
+    sb["dataset"] = {k: v for k, v in sb["dataset"].items() if k != "engine"}
+    _close(sa, sb)
+    assert ref.phases.equals(got.phases)
+    assert ref.gpu_stats.equals(got.gpu_stats)
+    np.testing.assert_allclose(got.cluster_power["power_w"].to_numpy(), ref.cluster_power["power_w"].to_numpy(),
+                               rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(got.cluster_power["coverage"].to_numpy(), ref.cluster_power["coverage"].to_numpy(),
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.gpu_heatmap["power_w"], ref.gpu_heatmap["power_w"], rtol=1e-9)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch_gpus=st.integers(1, 48), workers=st.sampled_from([1, 2]))
+def test_any_batching_gives_the_one_shot_answer(training, reference, batch_gpus, workers):
+    got = analyze(tracekit.open(training), engine="stream", batch_gpus=batch_gpus, workers=workers)
+    assert got.dataset["engine"]["mode"] == "stream"
+    assert got.dataset["engine"]["batches"] >= math.ceil(40 / batch_gpus)
+    assert_same(reference.value, got)
+
+
+@pytest.mark.parametrize("batch_gpus", [1, 3])
+def test_in_memory_batches_give_the_same_answer(training, reference, batch_gpus):
+    got = analyze(tracekit.open(training), engine="memory", batch_gpus=batch_gpus, workers=2)
+    assert got.dataset["engine"]["batches"] >= 40 // batch_gpus
+    assert_same(reference.value, got)
+
+
+def test_memory_limit_switches_to_streaming(training, reference):
+    got = analyze(tracekit.open(training), memory_limit_bytes=64 * 2**20)
+    assert got.dataset["engine"]["mode"] == "stream"
+    assert_same(reference.value, got)
+    small = analyze(tracekit.open(training))
+    assert small.dataset["engine"]["mode"] == "memory"
+
+
+def test_inference_streams_the_same(inference):
+    ref = analyze(tracekit.open(inference), engine="memory")
+    assert ref.workload == "inference"
+    got = analyze(tracekit.open(inference), engine="stream", batch_gpus=1)
+    assert_same(ref, got)
+
+
+def test_offsets_and_rules_stream_the_same(training):
+    ts = tracekit.open(training)
+    hosts = sorted(set(ts.topology.get_column("host").to_list()))
+    offsets = {h: 0.001 * i for i, h in enumerate(hosts)}
+    rules = [Rule(name="host-swing", kind="window_change", level="host", window_s=0.1, limit_w=500.0),
+             Rule(name="rack-ramp", kind="ramp", level="rack", window_s=0.1, limit_w_per_s=2e4)]
+    ref = analyze(tracekit.open(training), engine="memory", align=offsets, rules=rules)
+    got = analyze(tracekit.open(training), engine="stream", batch_gpus=5, align=offsets, rules=rules)
+    assert ref.violations, "the rules were chosen to be violated"
+    assert [v.to_dict() for v in ref.violations] == [v.to_dict() for v in got.violations]
+    assert_same(ref, got)
+
+
+def test_align_auto_cannot_stream(training):
+    with pytest.raises(ParameterError, match="--align auto needs the whole trace"):
+        analyze(tracekit.open(training), engine="stream", align="auto")
+
+
+def test_streaming_needs_a_dataset(tmp_path):
+    raw = tmp_path / "raw.csv"
+    raw.write_text("timestamp, index, power.draw [W]\n2025/01/01 00:00:00.000, 0, 100.0 W\n"
+                   "2025/01/01 00:00:00.100, 0, 110.0 W\n")
+    with pytest.raises(ParameterError, match="need a canonical dataset"):
+        analyze(tracekit.open(raw), engine="stream")
+
+
+# -- the pieces ----------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_index_reads_gpu_batches_and_time_ranges(training, data):
+    gpus, offsets, ts, power, _ = read_dataset_arrays(training)
+    index = DatasetIndex(training)
+    assert index.gpus == gpus
+    pick = data.draw(st.lists(st.integers(0, len(gpus) - 1), min_size=1, max_size=6, unique=True))
+    t_lo, t_hi = int(ts.min()), int(ts.max())
+    a = data.draw(st.one_of(st.none(), st.integers(t_lo - 10**9, t_hi)))
+    b = data.draw(st.one_of(st.none(), st.integers(t_lo, t_hi + 10**9)))
+    o, t, p = index.read(pick, a, b)
+    for j, g in enumerate(pick):
+        seg_t = ts[offsets[g]: offsets[g + 1]]
+        seg_p = power[offsets[g]: offsets[g + 1]]
+        keep = np.ones(len(seg_t), dtype=bool)
+        if a is not None:
+            keep &= seg_t >= a
+        if b is not None:
+            keep &= seg_t < b
+        np.testing.assert_array_equal(t[o[j]: o[j + 1]], seg_t[keep])
+        np.testing.assert_array_equal(p[o[j]: o[j + 1]], seg_p[keep])
+
+
+def test_time_range_skips_row_groups(tmp_path):
+    out = tmp_path / "long"
+    synth.training(out, gpus=2, seconds=600, rate_hz=1000, seed=1)  # 600 k rows per GPU: 5 row groups each
+    index = DatasetIndex(out)
+    assert len(index.rg_rows) >= 10
+    start = int(index.rg_t0.min()) + 10 * 10**9
+    chosen = index.groups_of([0, 1], start, start + 10**9)
+    assert len(chosen) == 2  # one group per GPU holds that second
+
+
+def test_index_rejects_mixed_row_groups(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tracekit.io.dataset import read_manifest
+
+    out = tmp_path / "mixed"
+    synth.training(out, gpus=2, seconds=3, rate_hz=100, seed=1)
+    manifest = read_manifest(out)
+    f = out / manifest["files"][0]["file"]
+    table = pq.read_table(f)
+    pq.write_table(table.cast(pa.schema([fld if fld.name != "gpu" else pa.field("gpu", pa.string())
+                                         for fld in table.schema])), f, row_group_size=200)
+    with pytest.raises(InputError, match="does not hold exactly one GPU"):
+        DatasetIndex(out)
+    # still analyzable: read whole into memory
+    assert tracekit.open(out).n_samples == 600
+
+
+def test_boundary_levels():
+    keys = np.array([[0, 0], [0, 0], [0, 1], [1, 2], [1, 2]])
+    assert boundary_levels(keys).tolist() == [3, 0, 1, 2, 0, 3]
+
+
+@settings(max_examples=200, deadline=None)
+@given(costs=st.lists(st.integers(1, 100), min_size=1, max_size=60), budget=st.integers(1, 400),
+       hosts_per_rack=st.integers(1, 4), gpus_per_host=st.integers(1, 4))
+def test_plan_batches_covers_each_gpu_once_within_budget(costs, budget, hosts_per_rack, gpus_per_host):
+    n = len(costs)
+    host = np.arange(n) // gpus_per_host
+    rack = host // hosts_per_rack
+    keys = np.stack([rack, host], axis=1)
+    batches = plan_batches(np.array(costs, float), keys, budget)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(n))
+    c = np.array(costs)
+    for b in batches:
+        assert len(b) == 1 or c[b].sum() <= budget
+
+
+def test_plan_batches_cuts_at_rack_boundaries():
+    # 4 racks of 2 hosts of 2 GPUs, cost 1 each; budget 5: whole racks (4 GPUs) per batch
+    n = 16
+    host = np.arange(n) // 2
+    keys = np.stack([host // 2, host], axis=1)
+    batches = plan_batches(np.ones(n), keys, 5)
+    assert [len(b) for b in batches] == [4, 4, 4, 4]
+    assert all(len(set((b // 4).tolist())) == 1 for b in batches)
+
+
+def test_run_ordered_keeps_order_with_threads():
+    import time
+
+    def slow(i):
+        time.sleep(0.01 * (5 - i % 5))
+        return i
+
+    assert list(run_ordered(slow, [(i,) for i in range(12)], workers=3)) == list(range(12))
+
+
+def _main(argv, capfd):
+    from tracekit.cli import main
+
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capfd.readouterr()
+    return int(exc.value.code or 0), out.out, out.err
+
+
+def test_cli_memory_limit_and_engine(training, capfd):
+    import json
+
+    code, _, err = _main(["analyze", str(training), "--memory-limit", "lots"], capfd)
+    assert code == 2
+    assert err.strip() == "tracekit: error: cannot read --memory-limit 'lots'; write e.g. 2GiB, 1.5GB or 512MiB"
+    code, _, err = _main(["analyze", str(training), "--threads", "0"], capfd)
+    assert code == 2 and err.strip() == "tracekit: error: --threads must be at least 1, got 0"
+    code, out, _ = _main(["analyze", str(training), "--memory-limit", "64MiB", "--json"], capfd)
+    assert code == 0
+    assert json.loads(out)["dataset"]["engine"]["mode"] == "stream"
