@@ -18,6 +18,41 @@ from tracekit.kernels._validate import float_array, int_array, ts_array
 
 
 @kernel
+def _median_of_diffs(t):
+    # Median of t[i+1] - t[i] (t sorted, len >= 2).  Sampling intervals cluster
+    # tightly, so a counting pass over the range of the differences finds the exact
+    # median in O(n) without a copy; a wide range falls back to np.median.
+    n = t.shape[0] - 1
+    lo = t[1] - t[0]
+    hi = lo
+    for i in range(1, n):
+        d = t[i + 1] - t[i]
+        if d < lo:
+            lo = d
+        if d > hi:
+            hi = d
+    span = hi - lo + 1
+    if span <= 4 * n + 65536:
+        counts = np.zeros(span, dtype=np.int64)
+        for i in range(n):
+            counts[t[i + 1] - t[i] - lo] += 1
+        k1 = (n - 1) // 2
+        k2 = n // 2
+        seen = 0
+        v1 = -1
+        for v in range(span):
+            seen += counts[v]
+            if v1 < 0 and seen > k1:
+                v1 = v
+            if seen > k2:
+                return lo + (v1 + v) / 2.0
+    dt = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        dt[i] = t[i + 1] - t[i]
+    return np.median(dt)
+
+
+@kernel
 def _gpu_sampling_kernel(ts_ns, power_w, offsets, out_f, out_i):
     n_gpus = len(offsets) - 1
     for g in range(n_gpus):
@@ -33,38 +68,21 @@ def _gpu_sampling_kernel(ts_ns, power_w, offsets, out_f, out_i):
             continue
         out_i[g, 1] = ts_ns[a]
         out_i[g, 2] = ts_ns[b - 1]
-        # sampling period
-        if n > 1:
-            dt = np.empty(n - 1, dtype=np.int64)
-            for i in range(n - 1):
-                dt[i] = ts_ns[a + i + 1] - ts_ns[a + i]
-            out_f[g, 0] = np.median(dt) / 1e6
-        else:
-            out_f[g, 0] = np.nan
-        # effective update period: times between value changes
-        m = 0
+        # one pass: the times where the power value changes, and the moments
+        # of finite power
         change = np.empty(n, dtype=np.int64)
+        m = 0
         last = power_w[a]
-        for i in range(a + 1, b):
-            p = power_w[i]
-            if p != last and not (np.isnan(p) and np.isnan(last)):
-                change[m] = ts_ns[i]
-                m += 1
-                last = p
-        if m > 1:
-            dc = np.empty(m - 1, dtype=np.int64)
-            for i in range(m - 1):
-                dc[i] = change[i + 1] - change[i]
-            out_f[g, 1] = np.median(dc) / 1e6
-        else:
-            out_f[g, 1] = np.nan
-        # moments of finite power
         s = 0.0
         cnt = 0
         lo = np.inf
         hi = -np.inf
         for i in range(a, b):
             p = power_w[i]
+            if i > a and p != last and not (np.isnan(p) and np.isnan(last)):
+                change[m] = ts_ns[i]
+                m += 1
+                last = p
             if np.isfinite(p):
                 s += p
                 cnt += 1
@@ -72,6 +90,16 @@ def _gpu_sampling_kernel(ts_ns, power_w, offsets, out_f, out_i):
                     lo = p
                 if p > hi:
                     hi = p
+        # sampling period: median time between consecutive samples
+        if n > 1:
+            out_f[g, 0] = _median_of_diffs(ts_ns[a:b]) / 1e6
+        else:
+            out_f[g, 0] = np.nan
+        # effective update period: median time between value changes
+        if m > 1:
+            out_f[g, 1] = _median_of_diffs(change[:m]) / 1e6
+        else:
+            out_f[g, 1] = np.nan
         out_f[g, 2] = s / cnt if cnt else np.nan
         out_f[g, 3] = lo if cnt else np.nan
         out_f[g, 4] = hi if cnt else np.nan
