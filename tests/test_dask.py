@@ -1,0 +1,96 @@
+"""The Dask path: the same batch tasks on a LocalCluster (2 worker processes on
+loopback) give the local answer, also when a worker dies in the middle of a task."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+import tracekit  # noqa: E402
+from tracekit import synth  # noqa: E402
+from tracekit.analysis.analyze import analyze  # noqa: E402
+
+from tests.test_streaming import assert_same  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dask") / "train"
+    synth.training(out, gpus=24, seconds=5, rate_hz=500, gpus_per_host=4, hosts_per_rack=2, iteration_s=0.5,
+                   checkpoint_every_s=None, seed=11)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=40) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def local(dataset):
+    return analyze(tracekit.open(dataset), engine="stream", batch_gpus=4, workers=1)
+
+
+def test_dask_equals_local(dataset, cluster, local):
+    from distributed import Client
+
+    with Client(cluster.scheduler_address) as client:
+        got = analyze(tracekit.open(dataset), client=client, batch_gpus=4)
+    assert got.dataset["engine"] == {"mode": "dask", "batches": 6}
+    assert_same(local, got)
+
+
+def test_killed_worker_is_retried(dataset, cluster, local, tmp_path):
+    """A worker process exits while running a pass-2 task: the scheduler reruns the task
+    elsewhere and the merged answer is still exactly the local one."""
+    from distributed import Client
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    marker = str(tmp_path / "killed")
+
+    class KillOnce(WorkerPlugin):  # a local class: cloudpickle ships it by value
+        def transition(self, key, start, finish, **kw):
+            if finish == "executing" and "analysis_task" in str(key) and not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+
+    with Client(cluster.scheduler_address) as client:
+        client.register_plugin(KillOnce(), name="kill-once")
+        try:
+            got = analyze(tracekit.open(dataset), client=client, batch_gpus=4)
+        finally:
+            client.unregister_worker_plugin("kill-once")
+    assert os.path.exists(marker), "no worker was killed: the test did not test anything"
+    assert_same(local, got)
+
+
+def test_cli_scheduler(dataset, cluster, capfd):
+    import json
+
+    from tests.test_streaming import _main
+
+    code, out, _ = _main(["analyze", str(dataset), "--scheduler", cluster.scheduler_address, "--json"], capfd)
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["dataset"]["engine"]["mode"] == "dask"
+    assert summary["dataset"]["samples"] == local_samples(dataset)
+
+
+def local_samples(path) -> int:
+    return tracekit.open(path).n_samples
+
+
+def test_cli_scheduler_unreachable(dataset, capfd):
+    from tests.test_streaming import _main
+
+    code, _, err = _main(["analyze", str(dataset), "--scheduler", "tcp://127.0.0.1:9"], capfd)
+    assert code == 2
+    assert err.startswith("tracekit: error: cannot reach the Dask scheduler tcp://127.0.0.1:9")
+    assert err.count("\n") == 1
