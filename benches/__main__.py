@@ -41,7 +41,7 @@ ARGS: dict[str, tuple[list[str], list[str]]] = {
     "startup": ([], ["--quick"]),
     "scaling": ([], ["--quick"]),
 }
-ORDER = ("analyze", "phases_pelt", "kernels", "synth", "ingest_nvsmi", "startup", "scaling")
+ORDER = ("analyze", "phases_pelt", "kernels", "synth", "ingest_nvsmi", "startup", "scaling", "stream")
 
 
 def discover() -> dict[str, Path]:
@@ -353,7 +353,32 @@ def md_generic(r) -> list[str]:
     return _table(["key", "value"], rows[:60])
 
 
-MARKDOWN = {"analyze": md_analyze, "phases_pelt": md_phases_pelt, "kernels": md_kernels, "synth": md_synth,
+def md_stream(r: dict) -> list[str]:
+    d = r.get("datasets", {})
+    lines = [f"`tracekit analyze DIR --json [flags]` as a fresh process (peak RSS = the child's own ru_maxrss) on "
+             f"`tracekit synth training` data: small {d.get('small', {}).get('samples'):,} samples, large "
+             f"{d.get('large', {}).get('samples'):,} samples.", ""]
+    rows = [[k, " ".join(c["flags"]) or "(default: --memory-limit 2GiB)", f"{c['samples']:,}", _s(c["wall_s"]),
+             _rate(c["samples_per_s"]), _f(c["peak_rss_mib"], 1), f"{c['engine']['mode']}, {c['engine']['batches']}"]
+            for k, c in r.get("cases", {}).items()]
+    lines += _table(["case", "flags", "samples", "wall s", "samples/s", "peak RSS MiB", "engine, batches"], rows)
+    ck = r.get("checks", {})
+    lines += ["", f"- 1 B samples within 60 s: {ck.get('large_within_60s')}; within 2 GiB: "
+                  f"{ck.get('large_rss_within_2gib')}; peak RSS large / small: {ck.get('rss_large_over_small')}; "
+                  f"--memory-limit 1GiB gives the same summary: {ck.get('1gib_equals_default')}"]
+    dk = r.get("dask")
+    if dk:
+        lines += ["", "Dask LocalCluster (worker processes, 1 thread each) via `--scheduler`, large set:", ""]
+        lines += _table(["workers", "wall s", "samples/s", "batches", "summary equals local"],
+                        [[n.split("_")[0], _s(dk[n]["wall_s"]), _rate(dk[n]["samples_per_s"]),
+                          dk[n]["engine"]["batches"], dk[n]["equals_local"]] for n in ("1_worker", "2_worker")])
+        lines += ["", f"- speed-up 2 workers vs 1: {dk.get('speedup_2_vs_1')}x"]
+    m = r.get("meta", {})
+    return lines + ["", f"- machine: {m.get('cpus')} CPUs, load average {m.get('load_avg_start')} at start, "
+                        f"{m.get('load_avg_end')} at end"]
+
+
+MARKDOWN = {"analyze": md_analyze, "stream": md_stream, "phases_pelt": md_phases_pelt, "kernels": md_kernels, "synth": md_synth,
             "ingest_nvsmi": md_ingest_nvsmi, "startup": md_startup, "scaling": md_scaling}
 
 
