@@ -42,3 +42,42 @@ def test_cell_means_equal_naive_per_gpu_division(batch, step, heat_per, lead):
         np.testing.assert_allclose(got.heat_covered_s[g], hc, rtol=1e-9, atol=1e-15)
     np.testing.assert_allclose(got.mean_sum_w, want_mean, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(got.gpu_time_s, want_time, rtol=1e-9, atol=1e-15)
+
+
+@settings(max_examples=80, deadline=None)
+@given(gpu_batches(max_gpus=4, max_n=25), st.sampled_from([1, 7, 50]), st.integers(0, 3), st.data())
+def test_chunked_cell_means_equal_one_shot(batch, step, heat_per, data):
+    """Time windows: each GPU's samples pushed in pieces (the open cell and the last
+    sample carried) give the one-pass cell means, peaks and heatmap."""
+    from tracekit.kernels.grid import GridAccumulator
+
+    traces, rows, n_rows = batch
+    all_ts = np.concatenate([t for t, _ in traces])
+    t0 = int(all_ts.min()) if len(all_ts) else 0
+    n_cells = max(1, ((int(all_ts.max()) if len(all_ts) else 0) - t0 + 300) // step)
+    grid = time_grid(t0, step, n_cells)
+    ts = all_ts.astype(np.int64)
+    power = np.concatenate([p for _, p in traces]).astype(np.float32)
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t, _ in traces])]).astype(np.int64)
+    one = grid_cell_means(ts, power, offsets, rows, grid, n_rows=n_rows, max_gap_ns=120, hold_ns=40,
+                          heat_per=heat_per)
+    acc = GridAccumulator(grid, rows, max_gap_ns=120, hold_ns=40, n_groups=n_rows, cell_means=True,
+                          heat_per=heat_per)
+    n_rounds = 4
+    cuts = [sorted(data.draw(st.lists(st.integers(0, len(t)), min_size=n_rounds - 1, max_size=n_rounds - 1)))
+            for t, _ in traces]
+    for r in range(n_rounds):
+        parts = []
+        for (t, p), c in zip(traces, cuts):
+            edges = [0, *c, len(t)]
+            parts.append((t[edges[r]: edges[r + 1]], p[edges[r]: edges[r + 1]]))
+        o = np.concatenate([[0], np.cumsum([len(t) for t, _ in parts])]).astype(np.int64)
+        acc.add(np.concatenate([t for t, _ in parts]).astype(np.int64),
+                np.concatenate([p for _, p in parts]).astype(np.float32), o)
+    acc.finish()
+    got = acc.cell_means_result()
+    np.testing.assert_allclose(got.mean_sum_w, one.mean_sum_w, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got.gpu_time_s, one.gpu_time_s, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(got.peak_w, one.peak_w, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(got.heat_energy_j, one.heat_energy_j, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(got.heat_covered_s, one.heat_covered_s, rtol=1e-9, atol=1e-15)

@@ -87,8 +87,8 @@ def _grid_param(func: str, grid: object) -> TimeGrid:
 
 @kernel
 def _accumulate_grid_kernel(
-    ts_ns, power_w, gpu_offsets, group_of_gpu, params, final, carry_ts, carry_power, energy_j, covered_s,
-    cell_means, heat_per, peaks, heat_e, heat_c,
+    ts_ns, power_w, gpu_offsets, group_of_gpu, params, final, carry_ts, carry_power, carry_cell, carry_acc_e,
+    carry_acc_ns, energy_j, covered_s, cell_means, heat_per, peaks, heat_e, heat_c,
 ):
     # One pass per GPU over its time-ordered samples, preceded by the carried last
     # sample of its previous chunk.  The current cell's sums stay in registers
@@ -98,11 +98,13 @@ def _accumulate_grid_kernel(
     # loop on purpose: helper calls with array arguments were not inlined and
     # made the kernel several times slower.)
     #
-    # With ``cell_means`` (one final chunk, no carry) each GPU's finished cell adds
-    # its time-weighted mean (W) instead of its energy (J) into ``energy_j``, and the
-    # GPU's peak cell mean and its energy/covered time in bins of ``heat_per`` cells
-    # are recorded.  A GPU finishes each cell exactly once (cells only move forward),
-    # so the division is exact.
+    # With ``cell_means`` each GPU's finished cell adds its time-weighted mean (W)
+    # instead of its energy (J) into ``energy_j``, and the GPU's running peak cell
+    # mean (``peaks``, start at -inf) and its energy/covered time in bins of
+    # ``heat_per`` cells are recorded.  A GPU finishes each cell exactly once (cells
+    # only move forward), so the division is exact.  Between chunks (not ``final``)
+    # the open cell is carried (carry_cell >= 0: its index, with its sums) instead of
+    # written, so any chunking writes the same cells as one pass.
     t0 = params[_P_T0]
     step = params[_P_STEP]
     n_cells = params[_P_N_CELLS]
@@ -124,7 +126,13 @@ def _accumulate_grid_kernel(
         cell_start = t0
         acc_e = 0.0
         acc_ns = 0
-        peak = -np.inf
+        if carry_cell[g] >= 0:  # the open cell of the previous chunk
+            c = carry_cell[g]
+            cell_start = t0 + c * step
+            acc_e = carry_acc_e[g]
+            acc_ns = carry_acc_ns[g]
+            carry_cell[g] = -1
+        peak = peaks[g] if cell_means else -np.inf
         for k in range(first, stop):
             if k < lo:
                 a = carry_ts[g]
@@ -203,7 +211,11 @@ def _accumulate_grid_kernel(
                 cell_start += step
             acc_e = p * (b - cell_start)
             acc_ns = b - cell_start
-        if acc_ns > 0:  # the last open cell
+        if not final and acc_ns > 0:  # keep the open cell for the next chunk
+            carry_cell[g] = c
+            carry_acc_e[g] = acc_e
+            carry_acc_ns[g] = acc_ns
+        elif acc_ns > 0:  # the last open cell
             v = acc_e / acc_ns if cell_means else acc_e * 1e-9
             energy_j[row, c] += v
             covered_s[row, c] += acc_ns * 1e-9
@@ -214,7 +226,7 @@ def _accumulate_grid_kernel(
                     heat_e[g, c // heat_per] += acc_e * 1e-9
                     heat_c[g, c // heat_per] += acc_ns * 1e-9
         if cell_means:
-            peaks[g] = peak if peak > -np.inf else np.nan
+            peaks[g] = peak
         if final or hi > lo:
             carry_ts[g] = NO_TS
         if not final and hi > lo:
@@ -328,6 +340,9 @@ def accumulate_grid(
         True,
         np.full(1, NO_TS, dtype=np.int64),
         np.zeros(1, dtype=np.float64),
+        np.full(1, -1, dtype=np.int64),
+        np.zeros(1, dtype=np.float64),
+        np.zeros(1, dtype=np.int64),
         energy_j.reshape(1, -1),
         covered_s.reshape(1, -1),
         False, 0, _NO_PEAKS, _NO_HEAT, _NO_HEAT,
@@ -404,6 +419,12 @@ class GridAccumulator:
         Number of rows (default ``max(group_of_gpu) + 1``).
     energy_j, covered_s : ndarray of float64, shape (n_groups, n_cells), optional
         Accumulators to add into.
+    cell_means : bool
+        Add each GPU's time-weighted cell mean (W) instead of its energy (J) (see
+        :func:`grid_cell_means`), and keep each GPU's peak cell mean (``peaks_w``).
+    heat_per : int
+        With ``cell_means``: also each GPU's energy and covered time in bins of this
+        many cells (``heat_energy_j``, ``heat_covered_s``; 0 = none).
     """
 
     def __init__(
@@ -416,6 +437,8 @@ class GridAccumulator:
         n_groups: int | None = None,
         energy_j: NDArray[np.float64] | None = None,
         covered_s: NDArray[np.float64] | None = None,
+        cell_means: bool = False,
+        heat_per: int = 0,
         _func: str = "GridAccumulator",
     ):
         func = _func
@@ -434,7 +457,21 @@ class GridAccumulator:
         self.params = _params(self.grid, max_gap, hold)
         self.carry_ts = np.full(self.n_gpus, NO_TS, dtype=np.int64)
         self.carry_power = np.zeros(self.n_gpus, dtype=np.float64)
+        self.carry_cell = np.full(self.n_gpus, -1, dtype=np.int64)
+        self.carry_acc_e = np.zeros(self.n_gpus, dtype=np.float64)
+        self.carry_acc_ns = np.zeros(self.n_gpus, dtype=np.int64)
+        self.cell_means = bool(cell_means)
+        self.heat_per = int_param(func, "heat_per", heat_per, minimum=0) if cell_means else 0
+        n_heat = -(-self.grid.n_cells // self.heat_per) if self.heat_per else 0
+        self.peaks = np.full(self.n_gpus if cell_means else 0, -np.inf)
+        self.heat_energy_j = np.zeros((self.n_gpus if self.heat_per else 0, n_heat))
+        self.heat_covered_s = np.zeros((self.n_gpus if self.heat_per else 0, n_heat))
         self._finished = False
+
+    @property
+    def peaks_w(self) -> NDArray[np.float64]:
+        """Each GPU's peak cell mean so far (NaN if none; ``cell_means`` only)."""
+        return np.where(np.isfinite(self.peaks), self.peaks, np.nan)
 
     def _add(self, func: str, ts_ns, power_w, gpu_offsets, *, final: bool) -> None:
         if self._finished:
@@ -468,11 +505,22 @@ class GridAccumulator:
             final,
             self.carry_ts,
             self.carry_power,
+            self.carry_cell,
+            self.carry_acc_e,
+            self.carry_acc_ns,
             self.energy_j,
             self.covered_s,
-            False, 0, _NO_PEAKS, _NO_HEAT, _NO_HEAT,
+            self.cell_means,
+            self.heat_per,
+            self.peaks if self.cell_means else _NO_PEAKS,
+            self.heat_energy_j if self.heat_per else _NO_HEAT,
+            self.heat_covered_s if self.heat_per else _NO_HEAT,
         )
         self._finished = final
+
+    def cell_means_result(self) -> "CellMeans":
+        """The accumulators as :class:`CellMeans` (``cell_means`` mode)."""
+        return CellMeans(self.energy_j, self.covered_s, self.peaks_w, self.heat_energy_j, self.heat_covered_s)
 
     def add(self, ts_ns, power_w, gpu_offsets) -> None:
         """Add a chunk holding the next samples of every GPU (CSR ``gpu_offsets``).
@@ -541,24 +589,8 @@ def grid_cell_means(
     arrays are never materialised.
     """
     func = "grid_cell_means"
-    grid = _grid_param(func, grid)
-    ts = ts_array(func, "ts_ns", ts_ns, check_sorted=False)
-    power = float_array(func, "power_w", power_w)
-    same_length(func, ts_ns=ts, power_w=power)
-    offsets = _check_offsets(func, gpu_offsets, len(ts))
-    check_sorted_runs(func, "ts_ns", ts, offsets)
-    n_gpus = len(offsets) - 1
     n_rows = int_param(func, "n_rows", n_rows, minimum=1)
-    rows = _check_groups(func, row_of_gpu, n_gpus, n_rows)
-    max_gap, hold = _hold_params(func, max_gap_ns, hold_ns)
-    heat_per = int_param(func, "heat_per", heat_per, minimum=0)
-    n_heat = -(-grid.n_cells // heat_per) if heat_per else 0
-    mean_sum = np.zeros((n_rows, grid.n_cells))
-    gpu_time = np.zeros((n_rows, grid.n_cells))
-    peaks = np.empty(n_gpus)
-    heat_e = np.zeros((n_gpus if heat_per else 0, n_heat))
-    heat_c = np.zeros((n_gpus if heat_per else 0, n_heat))
-    _accumulate_grid_kernel(ts, power, offsets, rows, _params(grid, max_gap, hold), True,
-                            np.full(n_gpus, NO_TS, dtype=np.int64), np.zeros(n_gpus), mean_sum, gpu_time,
-                            True, heat_per, peaks, heat_e, heat_c)
-    return CellMeans(mean_sum, gpu_time, peaks, heat_e, heat_c)
+    acc = GridAccumulator(grid, row_of_gpu, max_gap_ns=max_gap_ns, hold_ns=hold_ns, n_groups=n_rows,
+                          cell_means=True, heat_per=heat_per, _func=func)
+    acc._add(func, ts_ns, power_w, gpu_offsets, final=True)
+    return acc.cell_means_result()
