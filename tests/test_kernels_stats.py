@@ -86,3 +86,21 @@ def test_gpu_sampling_matches_polars_on_repeated_values():
 def test_gpu_sampling_rejects_bad_offsets():
     with pytest.raises(SchemaError, match="offsets"):
         gpu_sampling(np.arange(3, dtype=np.int64), np.ones(3, np.float32), np.array([0, 2]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(csr_series(), st.data())
+def test_sampling_accumulator_any_chunking_equals_gpu_sampling(data, draw):
+    from tracekit.kernels.stats import SamplingAccumulator
+
+    ts, power, offsets = data
+    want = gpu_sampling(ts, power, offsets)
+    acc = SamplingAccumulator(len(offsets) - 1)
+    for g in range(len(offsets) - 1):
+        a, b = int(offsets[g]), int(offsets[g + 1])
+        cuts = sorted(draw.draw(st.lists(st.integers(a, b), max_size=4)))
+        for lo, hi in zip([a, *cuts], [*cuts, b]):
+            acc.push(g, ts[lo:hi], power[lo:hi])
+    got = acc.finish()
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)

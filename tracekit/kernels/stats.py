@@ -143,3 +143,129 @@ def gpu_sampling(
         "min_w": out_f[:, 3],
         "peak_w": out_f[:, 4],
     }
+
+
+@kernel
+def _moments_kernel(power_w, out):
+    # out = [sum, count, min, max], continued in the same order as the one-pass kernel
+    s = out[0]
+    cnt = out[1]
+    lo = out[2]
+    hi = out[3]
+    for i in range(power_w.shape[0]):
+        p = power_w[i]
+        if np.isfinite(p):
+            s += p
+            cnt += 1
+            if p < lo:
+                lo = p
+            if p > hi:
+                hi = p
+    out[0] = s
+    out[1] = cnt
+    out[2] = lo
+    out[3] = hi
+
+
+def _value_counts(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct values, counts) of an int64 array: counting over the range
+    when it is narrow (sampling intervals), sorting otherwise."""
+    if len(d) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lo, hi = int(d.min()), int(d.max())
+    if hi - lo <= 4 * len(d) + 65536:
+        c = np.bincount(d - lo)
+        nz = np.flatnonzero(c)
+        return nz.astype(np.int64) + lo, c[nz].astype(np.int64)
+    return np.unique(d, return_counts=True)
+
+
+def _median_from_counts(parts: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Exact median (NumPy's: mean of the two middle values) of a multiset given as
+    (values, counts) parts."""
+    vals = np.concatenate([v for v, _ in parts]) if parts else np.zeros(0, dtype=np.int64)
+    if len(vals) == 0:
+        return np.nan
+    counts = np.concatenate([c for _, c in parts])
+    uniq, inv = np.unique(vals, return_inverse=True)
+    cum = np.cumsum(np.bincount(inv.reshape(-1), weights=counts).astype(np.int64))
+    n = int(cum[-1])
+    v1 = uniq[np.searchsorted(cum, (n - 1) // 2, side="right")]
+    v2 = uniq[np.searchsorted(cum, n // 2, side="right")]
+    return (int(v1) + int(v2)) / 2.0
+
+
+class SamplingAccumulator:
+    """Streaming :func:`gpu_sampling`: push each GPU's samples in time-ordered chunks.
+
+    Sampling and change intervals are kept as exact value counts (few distinct
+    values for logged counters), so ``finish`` returns what ``gpu_sampling`` gives on
+    the whole series, whatever the chunking.
+
+    Parameters
+    ----------
+    n_gpus : int
+        GPUs ``0..n_gpus-1``.
+    """
+
+    def __init__(self, n_gpus: int):
+        self.n_gpus = int(n_gpus)
+        self.samples = np.zeros(n_gpus, dtype=np.int64)
+        self.first_ns = np.zeros(n_gpus, dtype=np.int64)
+        self.last_ns = np.zeros(n_gpus, dtype=np.int64)
+        self.last_power = np.full(n_gpus, np.nan, dtype=np.float32)
+        self.last_change_ns = np.full(n_gpus, -1, dtype=np.int64)
+        self.has_change = np.zeros(n_gpus, dtype=bool)
+        self.moments = np.zeros((n_gpus, 4))  # sum, finite count, min, max
+        self.moments[:, 2] = np.inf
+        self.moments[:, 3] = -np.inf
+        self.periods: list[list] = [[] for _ in range(n_gpus)]
+        self.changes: list[list] = [[] for _ in range(n_gpus)]
+
+    def push(self, g: int, ts_ns: np.ndarray, power_w: np.ndarray) -> None:
+        """Add the next samples of GPU ``g`` (sorted, after its previous chunk)."""
+        n = len(ts_ns)
+        if n == 0:
+            return
+        ts = np.asarray(ts_ns, dtype=np.int64)
+        p = np.asarray(power_w, dtype=np.float32)
+        started = self.samples[g] > 0
+        if started and ts[0] < self.last_ns[g]:
+            raise SchemaError(f"SamplingAccumulator.push: GPU {g}'s chunk starts before its previous chunk ends")
+        t_all = np.concatenate([[self.last_ns[g]], ts]) if started else ts
+        if len(t_all) > 1:
+            self.periods[g].append(_value_counts(np.diff(t_all)))
+        prev = np.concatenate([[self.last_power[g]], p[:-1]]) if started else p[:-1]
+        cur = p if started else p[1:]
+        t_cur = ts if started else ts[1:]
+        changed = (cur != prev) & ~(np.isnan(cur) & np.isnan(prev))
+        ct = t_cur[changed]
+        if len(ct):
+            c_all = np.concatenate([[self.last_change_ns[g]], ct]) if self.has_change[g] else ct
+            if len(c_all) > 1:
+                self.changes[g].append(_value_counts(np.diff(c_all)))
+            self.last_change_ns[g] = ct[-1]
+            self.has_change[g] = True
+        _moments_kernel(p, self.moments[g])
+        if not started:
+            self.first_ns[g] = ts[0]
+        self.samples[g] += n
+        self.last_ns[g] = ts[-1]
+        self.last_power[g] = p[-1]
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """The :func:`gpu_sampling` dictionary."""
+        has = self.samples > 0
+        total, finite, lo, hi = self.moments.T
+        ok = finite > 0
+        mean = np.where(ok, total / np.maximum(finite, 1), np.nan)
+        return {
+            "samples": self.samples.copy(),
+            "start_ns": np.where(has, self.first_ns, 0),
+            "end_ns": np.where(has, self.last_ns, 0),
+            "sample_period_ms": np.array([_median_from_counts(x) / 1e6 for x in self.periods]),
+            "effective_period_ms": np.array([_median_from_counts(x) / 1e6 for x in self.changes]),
+            "mean_w": mean,
+            "min_w": np.where(ok, lo, np.nan),
+            "peak_w": np.where(ok, hi, np.nan),
+        }
