@@ -258,3 +258,35 @@ def test_cli_memory_limit_and_engine(training, capfd):
     code, out, _ = _main(["analyze", str(training), "--memory-limit", "64MiB", "--json"], capfd)
     assert code == 0
     assert json.loads(out)["dataset"]["engine"]["mode"] == "stream"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_gpu_detector_any_chunking_equals_one_pass_kernels(inference, data):
+    """GpuDetector fed in pieces = label_phases + phase_segments on the whole GPU."""
+    from tracekit.analysis import phases as ph
+    from tracekit.kernels.levels import kmeans_1d
+    from tracekit.kernels.phases import label_phases, phase_segments
+
+    gpus, offsets, ts_all, power_all, _ = read_dataset_arrays(inference)
+    i = data.draw(st.integers(0, len(gpus) - 1))
+    ts, power = ts_all[offsets[i]: offsets[i + 1]], power_all[offsets[i]: offsets[i + 1]]
+    params = ph.detect_params("inference", max_power_w=float(np.nanmax(power_all)), effective_period_s=0.004,
+                              sample_period_s=0.004, min_dwell_s=data.draw(st.sampled_from([0.0, 0.008, 0.05])))
+    counts, centers = ph._histogram(power, params.hi_w)
+    keep = counts > 0
+    lv = kmeans_1d(centers[keep], counts[keep].astype(np.float64), 3)
+    labels = label_phases(ts, power, lv.centers_w, hysteresis=ph.HYSTERESIS, min_dwell_ns=params.min_dwell_ns)
+    seg = phase_segments(ts, power, labels, last_hold_ns=params.last_hold_ns)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(ts)), max_size=8)))
+    det = ph.GpuDetector(params, counts, i, keep_labels=True)
+    for a, b in zip([0, *cuts], [*cuts, len(ts)]):
+        det.push(ts[a:b], power[a:b])
+    got = det.finish()
+    np.testing.assert_array_equal(got.labels, labels)
+    np.testing.assert_array_equal(got.segments["start"], ts[seg.start_idx])
+    ends = np.where(seg.end_idx < len(ts), ts[np.minimum(seg.end_idx, len(ts) - 1)], ts[-1] + params.last_hold_ns)
+    np.testing.assert_array_equal(got.segments["end"], ends)
+    for key in ("mean_w", "peak_w", "energy_j", "covered_s"):
+        np.testing.assert_array_equal(got.segments[key], getattr(seg, key))
+    np.testing.assert_array_equal(got.segments["label"], seg.label)

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from tracekit.kernels.levels import histogram_bin_centers, kmeans_1d, label_histogram, power_histogram
-from tracekit.kernels.phases import label_phases, phase_segments
+from tracekit.kernels.phases import HysteresisLabeler, SegmentBuilder
 from tracekit.traceset import GpuArrays
 
 PHASE_NAMES = {
@@ -180,39 +180,120 @@ class GpuPhases(NamedTuple):
     hist: np.ndarray
 
 
-def detect_gpu(ts: np.ndarray, power: np.ndarray, params: DetectParams, gpu_index: int) -> GpuPhases | None:
+def detect_gpu(ts: np.ndarray, power: np.ndarray, params: DetectParams, gpu_index: int,
+               keep_labels: bool = True) -> GpuPhases | None:
     """Levels, labels and segments of one GPU (None when it has no finite sample)."""
     if len(ts) == 0:
         return None
-    k = params.k
-    counts, centers = _histogram(power, params.hi_w)
-    keep = counts > 0
-    if not keep.any():
+    det = GpuDetector(params, _histogram(power, params.hi_w)[0], gpu_index, keep_labels=keep_labels)
+    if det.levels is None:
         return None
-    kk = min(k, int(keep.sum()))
-    lv = kmeans_1d(centers[keep], counts[keep].astype(np.float64), kk)
-    labels = label_phases(ts, power, lv.centers_w, hysteresis=HYSTERESIS, min_dwell_ns=params.min_dwell_ns)
-    if kk < k:  # fewer distinct values than levels: map onto the top levels
-        labels = np.where(labels >= 0, labels + (k - kk), labels).astype(np.int8)
-    hist = label_histogram(power, labels, np.zeros((k, params.n_bins), dtype=np.int64), bin_w=BIN_W)
-    seg = phase_segments(ts, power, labels, last_hold_ns=params.last_hold_ns)
-    end_idx = np.minimum(seg.end_idx, len(ts) - 1)
-    end_ts = np.where(seg.end_idx < len(ts), ts[end_idx], ts[-1] + params.last_hold_ns)
-    frame = {
-        "gpu": np.full(len(seg.label), gpu_index, dtype=np.int64),
-        "start": ts[seg.start_idx],
-        "end": end_ts,
-        "label": seg.label.astype(np.int8),
-        "mean_w": seg.mean_w,
-        "peak_w": seg.peak_w,
-        "energy_j": seg.energy_j,
-        "covered_s": seg.covered_s,
-    }
-    row = {}
-    for j, name in enumerate(params.names):
-        jj = j - (k - kk)
-        row[f"level_{name}_w"] = float(lv.centers_w[jj]) if jj >= 0 else None
-    return GpuPhases(gpu_index, labels, frame, row, _quantile_from_hist(counts, 0.99, BIN_W), hist)
+    det.push(ts, power)
+    return det.finish()
+
+
+class GpuDetector:
+    """One GPU's detection fed in time-ordered chunks (streaming time windows).
+
+    Levels come from the GPU's whole 1 W histogram (``counts``, from a first pass);
+    labels from :class:`HysteresisLabeler` (samples whose label is not final yet wait
+    in a small buffer), segments from :class:`SegmentBuilder`.  Any chunking gives
+    what one chunk gives.
+    """
+
+    def __init__(self, params: DetectParams, counts: np.ndarray, gpu_index: int, keep_labels: bool = False):
+        self.params = params
+        self.gpu = gpu_index
+        k = params.k
+        keep = counts > 0
+        self.levels = None
+        if not keep.any():
+            return
+        centers = histogram_bin_centers(bin_w=BIN_W, n_bins=len(counts))
+        kk = min(k, int(keep.sum()))
+        lv = kmeans_1d(centers[keep], counts[keep].astype(np.float64), kk)
+        self.levels = lv
+        self.shift = k - kk  # fewer distinct values than levels: map onto the top levels
+        self.p99_w = _quantile_from_hist(counts, 0.99, BIN_W)
+        self.row = {}
+        for j, name in enumerate(params.names):
+            jj = j - self.shift
+            self.row[f"level_{name}_w"] = float(lv.centers_w[jj]) if jj >= 0 else None
+        self.labeler = HysteresisLabeler(lv.centers_w, hysteresis=HYSTERESIS, min_dwell_ns=params.min_dwell_ns)
+        self.builder = SegmentBuilder(last_hold_ns=params.last_hold_ns)
+        self.hist = np.zeros((k, params.n_bins), dtype=np.int64)
+        self.pending_ts = np.zeros(0, dtype=np.int64)
+        self.pending_power = np.zeros(0, dtype=np.float32)
+        self.labels = [] if keep_labels else None
+        self.segments: list = []
+        self.starts: list = []
+        self.open_ts = None  # start time of the open segment
+        self.prev_last_ts = None  # time of the builder's carried sample
+        self.last_ts = None
+
+    def push(self, ts: np.ndarray, power: np.ndarray) -> None:
+        if len(ts) == 0:
+            return
+        lab = self.labeler.push(ts, power)
+        if len(self.pending_ts):
+            ts = np.concatenate([self.pending_ts, ts])
+            power = np.concatenate([self.pending_power, power])
+        n = len(lab)
+        self._consume(ts[:n], power[:n], lab)
+        self.pending_ts, self.pending_power = ts[n:], power[n:]
+        self.last_ts = int(ts[-1])
+
+    def _consume(self, ts: np.ndarray, power: np.ndarray, lab: np.ndarray) -> None:
+        if len(ts) == 0:
+            return
+        if self.shift:
+            lab = np.where(lab >= 0, lab + self.shift, lab).astype(np.int8)
+        if self.labels is not None:
+            self.labels.append(lab)
+        label_histogram(power, lab, self.hist, bin_w=BIN_W)
+        base = self.builder.n_seen
+        seg = self.builder.push(ts, power, lab)
+        self._closed(seg, ts, base)
+        self.prev_last_ts = int(ts[-1])
+
+    def _time_of(self, idx: int, ts: np.ndarray, base: int) -> int:
+        if idx == base - 1:
+            return self.prev_last_ts
+        return int(ts[idx - base])
+
+    def _closed(self, seg, ts: np.ndarray, base: int) -> None:
+        for j in range(len(seg.label)):
+            start = int(seg.start_idx[j])
+            # a start before this push's samples and its carried one: the open segment
+            self.starts.append(self.open_ts if start < base - 1 else self._time_of(start, ts, base))
+        if len(seg.label):
+            self.segments.append(seg)
+        o = self.builder.open_start_idx
+        if o >= 0 and o >= base - 1:
+            self.open_ts = self._time_of(o, ts, base)
+
+    def finish(self) -> GpuPhases:
+        tail = self.labeler.finish()
+        self._consume(self.pending_ts, self.pending_power, tail)
+        last_seg = self.builder.finish()  # the open segment, if any
+        self.starts += [self.open_ts] * len(last_seg.label)
+        self.segments.append(last_seg)
+        cat = {f: np.concatenate([getattr(x, f) for x in self.segments])
+               for f in ("label", "mean_w", "peak_w", "energy_j", "covered_s")}
+        starts = np.array(self.starts, dtype=np.int64)
+        ends = np.append(starts[1:], self.last_ts + self.params.last_hold_ns)
+        frame = {
+            "gpu": np.full(len(starts), self.gpu, dtype=np.int64),
+            "start": starts,
+            "end": ends,
+            "label": cat["label"].astype(np.int8),
+            "mean_w": cat["mean_w"],
+            "peak_w": cat["peak_w"],
+            "energy_j": cat["energy_j"],
+            "covered_s": cat["covered_s"],
+        }
+        labels = np.concatenate(self.labels) if self.labels else None
+        return GpuPhases(self.gpu, labels, frame, self.row, self.p99_w, self.hist)
 
 
 def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sample_period_s: float,

@@ -457,6 +457,16 @@ class SegmentBuilder:
         self._finished = final
         return _segments_result(seg_i, seg_f, n_out)
 
+    @property
+    def open_start_idx(self) -> int:
+        """Stream index where the open segment starts (-1: none open)."""
+        return int(self.state_i[_S_OPEN_START])
+
+    @property
+    def n_seen(self) -> int:
+        """Samples pushed so far."""
+        return int(self.state_i[_S_N_SEEN])
+
     def push(self, ts_ns, power_w, labels) -> Segments:
         """Add a chunk (times, power, labels); return the segments that closed."""
         return self._run("SegmentBuilder.push", ts_ns, power_w, labels, False)
