@@ -35,6 +35,21 @@ def training(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def small_groups(training, tmp_path_factory):
+    """The training samples rewritten with 400-row row groups (6-7 per GPU) and files of
+    30 000 rows, so time windows and GPUs spanning files are exercised."""
+    from tracekit.io.dataset import DatasetWriter
+    from tracekit.schema import PowerSemantics
+
+    ts = tracekit.open(training)
+    out = tmp_path_factory.mktemp("stream") / "small_groups"
+    with DatasetWriter(out, topology=ts.topology, power=PowerSemantics(**ts.manifest["power"]), row_group_rows=400,
+                       file_rows=30_000) as w:
+        w.write(ts.samples)
+    return out
+
+
+@pytest.fixture(scope="module")
 def inference(tmp_path_factory):
     out = tmp_path_factory.mktemp("stream") / "infer"
     synth.inference(out, gpus=6, seconds=20, rate_hz=250, tp=2, gpus_per_host=2, hosts_per_rack=1,
@@ -92,6 +107,30 @@ def test_any_batching_gives_the_one_shot_answer(training, reference, batch_gpus,
     got = analyze(tracekit.open(training), engine="stream", batch_gpus=batch_gpus, workers=workers)
     assert got.dataset["engine"]["mode"] == "stream"
     assert got.dataset["engine"]["batches"] >= math.ceil(40 / batch_gpus)
+    assert_same(reference.value, got)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(window_groups=st.integers(1, 8), batch_gpus=st.sampled_from([None, 1, 5, 16]),
+       workers=st.sampled_from([1, 2]))
+def test_time_windows_give_the_one_shot_answer(small_groups, reference, window_groups, batch_gpus, workers):
+    index = DatasetIndex(small_groups)
+    assert len(index.files) > 1 and len(index.gpu_groups(0)) >= 6
+    got = analyze(tracekit.open(small_groups), engine="stream", window_groups=window_groups,
+                  batch_gpus=batch_gpus, workers=workers)
+    assert got.dataset["engine"]["windowed_batches"] == got.dataset["engine"]["batches"]
+    assert_same(reference.value, got)
+
+
+def test_memory_limit_windows_long_gpus(small_groups, reference, monkeypatch):
+    # a batch budget below one GPU's rows (~2300 rows, ~55 kB): batches are read in
+    # time windows chosen by the planner
+    import tracekit.analysis.analyze as A
+
+    monkeypatch.setattr(A, "_batch_budget", lambda *a: 40_000.0)
+    got = analyze(tracekit.open(small_groups), engine="stream")
+    assert got.dataset["engine"]["mode"] == "stream"
+    assert got.dataset["engine"]["windowed_batches"] > 0
     assert_same(reference.value, got)
 
 

@@ -58,6 +58,9 @@ class AnalyzeOptions:
     batch_gpus: int | None = None
     #: worker threads (default: every core, or TRACEKIT_THREADS)
     workers: int | None = None
+    #: streaming: read every batch in time windows of this many row groups per GPU
+    #: (tests and tuning; default: only batches over the memory budget)
+    window_groups: int | None = None
 
 
 @dataclass
@@ -164,9 +167,13 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
             raise ParameterError("no samples to analyze (every row was excluded; see tracekit info)")
         keys = np.zeros((len(gpus), 0), dtype=np.int64)
         budget = _batch_budget(memory_limit, workers, client)
-        batches1 = plan_batches(source.gpu_rows * _PASS1_BYTES_PER_SAMPLE, keys, budget, max_gpus=opts.batch_gpus)
-        parts = list(run_ordered(sampling_task, [(source, b) for b in batches1], workers=workers, client=client))
+        cost1 = np.minimum(source.gpu_rows * _PASS1_BYTES_PER_SAMPLE, budget / 8)
+        batches1 = plan_batches(cost1, keys, budget, max_gpus=opts.batch_gpus)
+        windows1 = _window_groups(source, batches1, budget, _PASS1_BYTES_PER_SAMPLE, opts.window_groups)
+        parts = list(run_ordered(sampling_task, list(zip([source] * len(batches1), batches1, windows1)),
+                                 workers=workers, client=client))
         st, pooled = merge_sampling(parts, len(gpus))
+        gpu_hist = st.pop("gpu_hist")
         traceset.set_periods(periods_frame(gpus, st))
     sample_period_s, effective_period_s = traceset.median_periods_s("analyze")
     periods = traceset.gpu_periods()
@@ -212,12 +219,17 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     grid = agg.grid_over(int(first.min()), int(last.max()), resolution_s)
     levels = tuple(lv for lv in LEVEL_ORDER if lv in opts.levels or lv == "cluster")
     ctx = _context(dparams, grid, opts, gpus, topology, shift_ns, levels)
+    windows = [None]
     if streaming:
+        ctx.gpu_hist = gpu_hist
         keys = np.stack([ctx.group_of[lv] for lv in levels], axis=1)
         host_size = np.bincount(ctx.group_of["host"] if "host" in levels else np.zeros(len(gpus), dtype=np.int64))
         per_gpu_grid = grid.n_cells * 32.0 / host_size[ctx.group_of["host"] if "host" in levels else 0]
-        batches = plan_batches(source.gpu_rows * _PASS2_BYTES_PER_SAMPLE + per_gpu_grid, keys, budget,
-                               max_gpus=opts.batch_gpus)
+        cost2 = np.minimum(source.gpu_rows * _PASS2_BYTES_PER_SAMPLE, budget / 8) + per_gpu_grid
+        batches = plan_batches(cost2, keys, budget, max_gpus=opts.batch_gpus)
+        grid_bytes = [float(per_gpu_grid[b].sum()) for b in batches]
+        windows = [_window_groups(source, [b], budget - gb, _PASS2_BYTES_PER_SAMPLE, opts.window_groups)[0]
+                   for b, gb in zip(batches, grid_bytes)]
     else:
         source = ArraySource(traceset.arrays())
         from tracekit.engine.local import cost_ranges, default_workers
@@ -226,10 +238,11 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         batches = [np.arange(a, b) for a, b in ranges]
         if opts.batch_gpus:
             batches = [b[i: i + opts.batch_gpus] for b in batches for i in range(0, len(b), opts.batch_gpus)]
+        windows = [None] * len(batches)
     plan_groups(ctx, batches)
     merger = Merger(ctx, len(gpus))
-    for res in run_ordered(analysis_task, [(source, b, i) for i, b in enumerate(batches)], workers=workers,
-                           client=client, shared=(ctx,)):
+    for res in run_ordered(analysis_task, [(source, b, i, w) for i, (b, w) in enumerate(zip(batches, windows))],
+                           workers=workers, client=client, shared=(ctx,)):
         merger.add(res)
     merger.finish()
     detection = ph.assemble(dparams, gpus, sorted(merger.phases, key=lambda r: r.gpu), detect_effective_s)
@@ -287,7 +300,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     dataset = traceset.dataset_summary()
     dataset["resolution_ms"] = round(grid.step_s * 1e3, 6)
     dataset["engine"] = {"mode": "dask" if client is not None else ("stream" if streaming else "memory"),
-                         "batches": len(batches)}
+                         "batches": len(batches), "windowed_batches": sum(w is not None for w in windows)}
     return Analysis(
         dataset=dataset,
         data_quality=traceset.quality.to_dict(),
@@ -337,6 +350,21 @@ def _batch_budget(memory_limit: int, workers: int | None, client) -> float:
 
     in_flight = (1 if client is not None else (workers or default_workers())) + 1
     return max(memory_limit - _BASE_BYTES, 64 * 2**20) * 0.7 / in_flight
+
+
+def _window_groups(index, batches, budget: float, bytes_per_sample: float, forced: int | None) -> list:
+    """Per batch: row groups per GPU per time window, or None to read the batch at once
+    (when it fits in ``budget``)."""
+    out = []
+    rows_per_group = float(index.rg_rows.max()) if len(index.rg_rows) else 1.0
+    for b in batches:
+        if forced:
+            out.append(int(forced))
+        elif index.gpu_rows[b].sum() * bytes_per_sample <= budget:
+            out.append(None)
+        else:
+            out.append(max(1, int(budget // (len(b) * rows_per_group * bytes_per_sample))))
+    return out
 
 
 def _context(dparams, grid, opts: AnalyzeOptions, gpus: list[str], topology: pl.DataFrame, shift_ns: np.ndarray,

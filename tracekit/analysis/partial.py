@@ -30,8 +30,8 @@ from tracekit.analysis import phases as ph
 from tracekit.analysis import swings as sw
 from tracekit.analysis.aggregate import Grid, LevelSeries
 from tracekit.analysis.rules import Rule, Violation
-from tracekit.kernels.grid import grid_cell_means, time_grid
-from tracekit.kernels.stats import gpu_sampling
+from tracekit.kernels.grid import GridAccumulator, time_grid
+from tracekit.kernels.stats import SamplingAccumulator, gpu_sampling
 
 
 class ArraySource:
@@ -56,25 +56,47 @@ class ArraySource:
 
 
 # -- pass 1 ----------------------------------------------------------------------------
-def sampling_task(source, gpus) -> dict:
+def sampling_task(source, gpus, window_groups: int | None = None) -> dict:
     """Per-GPU sampling statistics (:func:`gpu_sampling`) and the pooled 1 W power
-    histogram of a batch of GPUs."""
-    offsets, ts, power = source.read(gpus)
-    st = gpu_sampling(ts, power, offsets)
+    histogram of a batch of GPUs, and each GPU's own histogram (``gpu_hist``: the
+    levels of GPUs that pass 2 reads in time windows); with ``window_groups`` the
+    batch is read in time windows of that many row groups per GPU."""
+    if not window_groups:
+        offsets, ts, power = source.read(gpus)
+        st = gpu_sampling(ts, power, offsets)
+        hists = [ph.pooled_histogram(power[offsets[j]: offsets[j + 1]]) for j in range(len(gpus))]
+    else:
+        acc = SamplingAccumulator(len(gpus))
+        hists = [np.zeros(0, dtype=np.int64) for _ in gpus]
+        for w in range(source.n_windows(gpus, window_groups)):
+            offsets, ts, power = source.read_window(gpus, w, window_groups)
+            for j in range(len(gpus)):
+                a, b = offsets[j], offsets[j + 1]
+                if b > a:
+                    acc.push(j, ts[a:b], power[a:b])
+                    hists[j] = ph.add_histograms(hists[j], ph.pooled_histogram(power[a:b]))
+        st = acc.finish()
+    st["hist"] = np.zeros(0, dtype=np.int64)
+    for h in hists:
+        st["hist"] = ph.add_histograms(st["hist"], h)
+    st["gpu_hist"] = dict(zip((int(g) for g in gpus), hists))
     st["gpu_index"] = np.asarray(gpus, dtype=np.int64)
-    st["hist"] = ph.pooled_histogram(power)
     return st
 
 
 def merge_sampling(parts: list[dict], n_gpus: int) -> tuple[dict, np.ndarray]:
-    """Per-GPU statistics in GPU order and the pooled histogram from pass-1 parts."""
-    keys = [k for k in parts[0] if k not in ("gpu_index", "hist")]
+    """Per-GPU statistics in GPU order (with ``gpu_hist``: each GPU's histogram) and
+    the pooled histogram from pass-1 parts."""
+    keys = [k for k in parts[0] if k not in ("gpu_index", "hist", "gpu_hist")]
     st = {k: np.empty(n_gpus, dtype=parts[0][k].dtype) for k in keys}
     hist = np.zeros(0, dtype=np.int64)
+    gpu_hist: dict = {}
     for p in parts:
         for k in keys:
             st[k][p["gpu_index"]] = p[k]
         hist = ph.add_histograms(hist, p["hist"])
+        gpu_hist.update(p.get("gpu_hist", {}))
+    st["gpu_hist"] = gpu_hist
     return st, hist
 
 
@@ -98,6 +120,7 @@ class Context:
     windows_s: tuple[float, ...] = ()
     ramp_window_s: float = 1.0
     rules: list[Rule] = field(default_factory=list)
+    gpu_hist: dict = field(default_factory=dict)  # GPU -> its 1 W histogram (for time windows)
 
     def finished_in(self, level: str, batch_no: int) -> np.ndarray:
         """Groups of ``level`` whose every GPU is in batch ``batch_no`` alone."""
@@ -157,27 +180,44 @@ def group_metrics(ctx: Context, level: str, gi: int, mean_sum: np.ndarray, gpu_t
     return m, power, coverage, violations
 
 
-def analysis_task(source, gpus, batch_no: int, ctx: Context) -> BatchResult:
-    """Pass 2 over one batch of GPUs (global indices ``gpus``)."""
+def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: Context) -> BatchResult:
+    """Pass 2 over one batch of GPUs (global indices ``gpus``), in one read or in time
+    windows of ``window_groups`` row groups per GPU."""
     gpus = np.asarray(gpus, dtype=np.int64)
-    offsets, ts, power = source.read(gpus)
-    shift = ctx.shift_ns[gpus]
-    if shift.any():
-        ts = ts - np.repeat(shift, np.diff(offsets))
-    phases = []
-    for j, g in enumerate(gpus):
-        a, b = offsets[j], offsets[j + 1]
-        res = ph.detect_gpu(ts[a:b], power[a:b], ctx.detect, int(g))
-        if res is not None:
-            phases.append(res._replace(labels=None))
-    # rows: the distinct combinations of the batch's groups over every level
     keys = np.stack([ctx.group_of[lv][gpus] for lv in ctx.levels], axis=1)
     uniq, row_of_gpu = np.unique(keys, axis=0, return_inverse=True)
-    row_of_gpu = row_of_gpu.reshape(-1).astype(np.int64)
     grid = ctx.grid
-    cm = grid_cell_means(ts, power, offsets, row_of_gpu, time_grid(grid.t0_ns, grid.step_ns, grid.n_cells),
-                         n_rows=len(uniq), max_gap_ns=ctx.max_gap_ns, hold_ns=grid.hold_ns, heat_per=ctx.heat_per)
-    del ts, power
+    acc = GridAccumulator(time_grid(grid.t0_ns, grid.step_ns, grid.n_cells), row_of_gpu.reshape(-1),
+                          max_gap_ns=ctx.max_gap_ns, hold_ns=grid.hold_ns, n_groups=len(uniq), cell_means=True,
+                          heat_per=ctx.heat_per)
+    shift = ctx.shift_ns[gpus]
+    phases = []
+    if not window_groups:
+        offsets, ts, power = source.read(gpus)
+        if shift.any():
+            ts = ts - np.repeat(shift, np.diff(offsets))
+        for j, g in enumerate(gpus):
+            a, b = offsets[j], offsets[j + 1]
+            res = ph.detect_gpu(ts[a:b], power[a:b], ctx.detect, int(g), keep_labels=False)
+            if res is not None:
+                phases.append(res)
+        acc.add(ts, power, offsets)
+        del ts, power
+    else:
+        dets = [ph.GpuDetector(ctx.detect, ctx.gpu_hist.get(int(g), np.zeros(0, dtype=np.int64)), int(g))
+                for g in gpus]
+        for w in range(source.n_windows(gpus, window_groups)):
+            offsets, ts, power = source.read_window(gpus, w, window_groups)
+            if shift.any():
+                ts = ts - np.repeat(shift, np.diff(offsets))
+            for j, det in enumerate(dets):
+                if det.levels is not None:
+                    det.push(ts[offsets[j]: offsets[j + 1]], power[offsets[j]: offsets[j + 1]])
+            acc.add(ts, power, offsets)
+            del ts, power
+        phases = [det.finish() for det in dets if det.levels is not None]
+    acc.finish()
+    cm = acc.cell_means_result()
     all_peaks = np.full(len(ctx.tdp_w), np.nan)
     all_peaks[gpus] = cm.peak_w
     finished, violations, partial = {}, [], {}

@@ -470,12 +470,33 @@ class DatasetIndex:
                 raise InputError(f"row groups of GPU {self.gpus[g]} overlap in time (not sorted by gpu, ts)",
                                  path=self.path)
 
+    def gpu_groups(self, g: int) -> np.ndarray:
+        """Row-group entries of GPU ``g`` in time order."""
+        if not hasattr(self, "_by_gpu"):
+            order = np.argsort(self.rg_gpu, kind="stable")
+            cuts = np.searchsorted(self.rg_gpu[order], np.arange(len(self.gpus) + 1))
+            self._by_gpu = [order[cuts[i]: cuts[i + 1]] for i in range(len(self.gpus))]
+        return self._by_gpu[g]
+
+    def n_windows(self, gpus, groups_per_window: int) -> int:
+        """Time windows of ``groups_per_window`` row groups per GPU a batch needs."""
+        return max(-(-len(self.gpu_groups(int(g))) // groups_per_window) for g in gpus) if len(gpus) else 0
+
+    def read_window(self, gpus, window: int, groups_per_window: int):
+        """(offsets, ts_ns, power_w) of time window ``window``: each GPU's row groups
+        ``[window * groups_per_window, (window + 1) * groups_per_window)`` (GPUs end
+        at different windows; a GPU past its end has an empty range)."""
+        lo = window * groups_per_window
+        entries = [self.gpu_groups(int(g))[lo: lo + groups_per_window] for g in gpus]
+        return self._read_entries(np.concatenate(entries) if entries else np.zeros(0, dtype=np.int64),
+                                  np.array([int(self.rg_rows[e].sum()) for e in entries], dtype=np.int64))
+
     def groups_of(self, gpus, start_ns: int | None = None, end_ns: int | None = None) -> np.ndarray:
         """Row-group entries of the given GPU indices (in GPU order, then time order)
         that may hold samples in ``[start_ns, end_ns)``."""
         sel = []
         for g in gpus:
-            idx = np.flatnonzero(self.rg_gpu == g)
+            idx = self.gpu_groups(int(g))
             if start_ns is not None:
                 idx = idx[self.rg_t1[idx] >= start_ns]
             if end_ns is not None:
@@ -489,35 +510,11 @@ class DatasetIndex:
         groups outside it are not read at all)."""
         gpus = [int(g) for g in gpus]
         entries = self.groups_of(gpus, start_ns, end_ns)
-        n = int(self.rg_rows[entries].sum())
-        ts = np.empty(n, dtype=np.int64)
-        power = np.empty(n, dtype=np.float32)
-        pos = 0
-        by_file: dict[int, list[int]] = {}
-        order: list[tuple[int, int]] = []  # (file, row group) in output order
-        for e in entries:
-            by_file.setdefault(int(self.rg_file[e]), []).append(int(self.rg_index[e]))
-            order.append((int(self.rg_file[e]), int(self.rg_index[e])))
-        tables = {}
-        for fi, groups in by_file.items():
-            f = self.files[fi]
-            try:
-                pf = pq.ParquetFile(f)
-                for r in groups:
-                    tables[(fi, r)] = pf.read_row_group(r, columns=["ts", "power_w"])
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(f"truncated or corrupt Parquet file ({exc})", path=f) from None
-        for key in order:
-            table = tables.pop(key)
-            end = _copy_column(table, "ts", ts, pos, Path(self.files[key[0]]))
-            _copy_column(table, "power_w", power, pos, Path(self.files[key[0]]))
-            pos = end
         counts = np.array([int(self.rg_rows[entries[self.rg_gpu[entries] == g]].sum()) for g in gpus],
                           dtype=np.int64)
-        offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
+        offsets, ts, power = self._read_entries(entries, counts)
         if start_ns is not None or end_ns is not None:
-            keep = np.ones(n, dtype=bool)
+            keep = np.ones(len(ts), dtype=bool)
             if start_ns is not None:
                 keep &= ts >= start_ns
             if end_ns is not None:
@@ -527,6 +524,30 @@ class DatasetIndex:
                 counts = np.bincount(gpu_of_row[keep], minlength=len(gpus)).astype(np.int64)
                 np.cumsum(counts, out=offsets[1:])
                 ts, power = ts[keep], power[keep]
+        return offsets, ts, power
+
+    def _read_entries(self, entries: np.ndarray, counts: np.ndarray):
+        """Read row-group entries (in order) into CSR arrays with ``counts`` rows per GPU."""
+        n = int(self.rg_rows[entries].sum())
+        ts = np.empty(n, dtype=np.int64)
+        power = np.empty(n, dtype=np.float32)
+        starts = np.concatenate([[0], np.cumsum(self.rg_rows[entries])[:-1]]).astype(np.int64)
+        by_file: dict[int, list[tuple[int, int]]] = {}  # file -> (row group, output position)
+        for e, pos in zip(entries, starts):
+            by_file.setdefault(int(self.rg_file[e]), []).append((int(self.rg_index[e]), int(pos)))
+        for fi, groups in by_file.items():
+            f = self.files[fi]
+            try:
+                pf = pq.ParquetFile(f)
+                for r, pos in groups:  # each group is copied into place and released at once
+                    table = pf.read_row_group(r, columns=["ts", "power_w"])
+                    _copy_column(table, "ts", ts, pos, Path(f))
+                    _copy_column(table, "power_w", power, pos, Path(f))
+                    del table
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"truncated or corrupt Parquet file ({exc})", path=f) from None
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
         return offsets, ts, power
 
 
