@@ -230,6 +230,18 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         grid_bytes = [float(per_gpu_grid[b].sum()) for b in batches]
         windows = [_window_groups(source, [b], budget - gb, _PASS2_BYTES_PER_SAMPLE, opts.window_groups)[0]
                    for b, gb in zip(batches, grid_bytes)]
+        # the grid series are held per open group whatever the batching: warn when they
+        # alone would pass the limit (a long trace at a fine resolution)
+        from tracekit.engine.local import default_workers
+
+        in_flight = 1 if client is not None else (workers or default_workers())
+        series_bytes = grid.n_cells * 16.0
+        fixed = series_bytes * (2 + sum(len(ctx.group_names[lv]) > 1 for lv in levels) + 4 * in_flight)
+        if fixed + _BASE_BYTES > memory_limit:
+            warnings.append(f"the {grid.n_cells:,}-cell grid at {resolution_s * 1e3:g} ms needs about "
+                            f"{fixed / 2**20:,.0f} MiB for the aggregate series, which with the ~"
+                            f"{_BASE_BYTES / 2**20:.0f} MiB every run needs is over --memory-limit "
+                            f"{memory_limit / 2**20:,.0f} MiB: use a coarser --resolution or a larger limit")
     else:
         source = ArraySource(traceset.arrays())
         from tracekit.engine.local import cost_ranges, default_workers

@@ -224,8 +224,9 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
     for j, lv in enumerate(ctx.levels):
         for gi in np.unique(uniq[:, j]):
             rows = np.flatnonzero(uniq[:, j] == gi)
-            mean_sum = cm.mean_sum_w[rows].sum(axis=0) if len(rows) > 1 else cm.mean_sum_w[rows[0]].copy()
-            gpu_time = cm.gpu_time_s[rows].sum(axis=0) if len(rows) > 1 else cm.gpu_time_s[rows[0]].copy()
+            # one row: a view (no copy; the merger copies what it accumulates into)
+            mean_sum = cm.mean_sum_w[rows].sum(axis=0) if len(rows) > 1 else cm.mean_sum_w[rows[0]]
+            gpu_time = cm.gpu_time_s[rows].sum(axis=0) if len(rows) > 1 else cm.gpu_time_s[rows[0]]
             if ctx.last_batch[lv][gi] == batch_no:
                 m, _, _, v = group_metrics(ctx, lv, int(gi), mean_sum, gpu_time, all_peaks)
                 finished[(lv, int(gi))] = m
@@ -269,8 +270,8 @@ class Merger:
             if key in self.partial:
                 self.partial[key][0][:] += mean_sum
                 self.partial[key][1][:] += gpu_time
-            else:
-                self.partial[key] = (mean_sum, gpu_time)
+            else:  # a copy: a batch's groups may share one row's arrays
+                self.partial[key] = (mean_sum.copy(), gpu_time.copy())
         done = [key for key in self.partial if self.ctx.last_batch[key[0]][key[1]] == -res.batch_no - 1]
         for key in done:
             if key[0] != "cluster":
