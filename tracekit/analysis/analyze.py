@@ -237,11 +237,10 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         in_flight = 1 if client is not None else (workers or default_workers())
         series_bytes = grid.n_cells * 16.0
         fixed = series_bytes * (2 + sum(len(ctx.group_names[lv]) > 1 for lv in levels) + 4 * in_flight)
-        if fixed + _BASE_BYTES > memory_limit:
+        if fixed > memory_limit / 2:
             warnings.append(f"the {grid.n_cells:,}-cell grid at {resolution_s * 1e3:g} ms needs about "
-                            f"{fixed / 2**20:,.0f} MiB for the aggregate series, which with the ~"
-                            f"{_BASE_BYTES / 2**20:.0f} MiB every run needs is over --memory-limit "
-                            f"{memory_limit / 2**20:,.0f} MiB: use a coarser --resolution or a larger limit")
+                            f"{fixed / 2**20:,.0f} MiB for the aggregate series alone, over half of --memory-limit "
+                            f"({memory_limit / 2**20:,.0f} MiB): use a coarser --resolution or a larger limit")
     else:
         source = ArraySource(traceset.arrays())
         from tracekit.engine.local import cost_ranges, default_workers
@@ -295,7 +294,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
             }
         else:
             warnings.append("no periodic iteration structure found in the cluster power (autocorrelation peak "
-                            f"{corr:.2f} < 0.3); iterations not reported")
+                            f"{corr:.3f} < 0.3); iterations not reported")
 
     step("events")
     smooth_s = iteration_summary["period_s"] if iteration_summary else 1.0
