@@ -294,7 +294,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
             }
         else:
             warnings.append("no periodic iteration structure found in the cluster power (autocorrelation peak "
-                            f"{corr:.3f} < 0.3); iterations not reported")
+                            f"{corr:.4f} < 0.3); iterations not reported")
 
     step("events")
     smooth_s = iteration_summary["period_s"] if iteration_summary else 1.0
