@@ -359,7 +359,10 @@ def _streaming(traceset, opts: AnalyzeOptions, client, memory_limit: int) -> boo
 def _batch_budget(memory_limit: int, workers: int | None, client) -> float:
     from tracekit.engine.local import default_workers
 
-    in_flight = (1 if client is not None else (workers or default_workers())) + 1
+    if client is not None:  # the limit holds per worker process: its threads run a task each
+        in_flight = max(client.nthreads().values(), default=1)
+    else:  # the threads' batches and one finished batch waiting to be merged
+        in_flight = (workers or default_workers()) + 1
     return max(memory_limit - _BASE_BYTES, 64 * 2**20) * 0.7 / in_flight
 
 
