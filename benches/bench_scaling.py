@@ -40,39 +40,17 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _util import emit, load_avg, peak_rss_mib, tracekit_script
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO / "benches" / "bench_data" / "scaling"
 ENV_ARGS = "TRACEKIT_BENCH_ANALYZE_ARGS"
-
-
-def load_avg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def peak_rss_mib() -> float:
-    """Peak RSS of this process in MiB (VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def tracekit_script() -> str:
-    """The ``tracekit`` console script installed beside this interpreter (no shim)."""
-    exe = Path(sys.executable).parent / "tracekit"
-    if exe.is_file():
-        return str(exe)
-    found = shutil.which("tracekit")
-    if found is None:
-        raise SystemExit("bench_scaling: no `tracekit` command found (pip install -e .)")
-    return found
 
 
 def run_child(cmd: list[str], capture: bool = False) -> dict:
@@ -172,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     flags = shlex.split(flags_text)
 
     load_start = load_avg()
-    script = tracekit_script()
+    script = tracekit_script("bench_scaling")
     cases: list[tuple[str, int, float]] = [("gpus", g, args.fixed_seconds) for g in parse_axis(args.gpus_axis, int)]
     cases += [("seconds", args.fixed_gpus, s) for s in parse_axis(args.seconds_axis, float)]
 
@@ -227,11 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_start": load_start,
                     "load_avg_end": load_avg(), "parent_peak_rss_mib": round(peak_rss_mib(), 1)},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    return report
+    return emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -41,32 +41,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _util import emit, load_avg, peak_rss_mib, tracekit_script
+
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("numba", "polars", "pyarrow", "numpy", "scipy", "rich")
 TARGETS_S = {"help_warm": 0.3, "analyze_cold": 15.0, "analyze_warm": 2.0}
-
-
-def load_avg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def peak_rss_mib() -> float:
-    """Peak RSS of this process in MiB (VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def tracekit_script() -> str:
-    """The ``tracekit`` console script installed beside this interpreter (no shim)."""
-    exe = Path(sys.executable).parent / "tracekit"
-    if exe.is_file():
-        return str(exe)
-    found = shutil.which("tracekit")
-    if found is None:
-        raise SystemExit("bench_startup: no `tracekit` command found (pip install -e .)")
-    return found
 
 
 def run_child(cmd: list[str], env: dict | None = None, capture: bool = False) -> dict:
@@ -147,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.repeat, args.analyze_repeat = 3, 1
 
     load_start = load_avg()
-    script = tracekit_script()
+    script = tracekit_script("bench_startup")
     path_cmd = shutil.which("tracekit")
     py = sys.executable
     result: dict = {"benchmark": "startup", "path": args.path, "tracekit_script": script, "repeat": args.repeat,
@@ -195,11 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
                          for k, v in measured.items()}
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_start": load_start,
                          "load_avg_end": load_avg(), "parent_peak_rss_mib": peak_rss_mib()}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -32,12 +32,10 @@ import sys
 import time
 from pathlib import Path
 
+from _util import emit, load_avg
+
 REPO = Path(__file__).resolve().parent.parent
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
-
-
-def load_avg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def ensure(data_dir: Path, gpus: int, seconds: int) -> tuple[Path, int, float | None]:
@@ -149,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         out["dask"] = dask
     out["meta"]["load_avg_end"] = load_avg()
     out["meta"]["wall_s"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(out, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    emit(out, args.json)
     return 0
 
 
