@@ -20,14 +20,20 @@ times the best of ``--repeat``:
   - ``train_cap500_rack``: the same cap on one rack only (the others wait);
   - ``train_lock1410``: SM clock lock at 1410 MHz;
   - ``train_cap500_nosync``: the cap without synchronous coupling;
+  - ``train_rack16kw``: an aggregate cap of 16 kW on each rack's power (32 GPUs);
+  - ``train_smooth90``: a 90 % power floor with ramp limits;
   - ``infer_cap350``: inference, cap 350 W over 1 s windows.
 
 For each: seconds, samples per second, ``speed_vs_analyze`` = best analyze seconds /
 best replay seconds (the target is >= 0.5), the median of the same ratio over
 back-to-back pairs (robust to a machine shared with other work: page faults and
-scheduling vary several-fold there), and the passes of the synchronous solution.
-Also the peak RSS of the process.  Prints one JSON document (and writes it to
-``--json``).
+scheduling vary several-fold there), the passes of the synchronous solution, and the
+peak RSS of its timed replay calls (``peak_rss_mib``: VmHWM, reset before each call
+through ``/proc/self/clear_refs`` where Linux allows it, else null; it includes the
+loaded dataset, ``loaded_rss_mib``, and ``rss_before_mib`` is the resident set when
+the scenario started).  Each call's result is released before the next call starts,
+so a peak is one call's.  ``analyze_peak_rss_mib`` is the same for analyze.  Also the
+peak RSS of the whole process.  Prints one JSON document (and writes it to ``--json``).
 """
 
 from __future__ import annotations
@@ -42,18 +48,34 @@ SCENARIOS = {
     "train_cap500_rack": ("train", dict(cap=500, scope="rack=rack01")),
     "train_lock1410": ("train", dict(lock_mhz=1410)),
     "train_cap500_nosync": ("train", dict(cap=500, sync="off")),
+    "train_rack16kw": ("train", dict(cap="rack:16kW")),
+    "train_smooth90": ("train", dict(smoothing="floor=90%,up=2000,down=2000")),
     "infer_cap350": ("infer", dict(cap=350)),
 }
 
 
-def peak_rss_mib() -> float | None:
+def rss_mib() -> float | None:
+    """Resident set now (VmRSS), MiB."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         return None
     return None
+
+
+def _mib(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def make_data(out: Path, gpus: int, seconds: float, rate: float) -> dict[str, Path]:
@@ -76,13 +98,21 @@ def make_data(out: Path, gpus: int, seconds: float, rate: float) -> dict[str, Pa
     return paths
 
 
-def best_of(fn, repeat: int) -> tuple[float, object]:
-    best, result = float("inf"), None
+def best_of(fn, repeat: int) -> tuple[float, object, float | None]:
+    """(best seconds, last result, peak RSS MiB over the calls or None): the previous
+    result is released before each call, so a call's peak is its own."""
+    from tracekit.engine.memory import peak_rss_mib
+
+    best, result, peak = float("inf"), None, None
     for _ in range(repeat):
+        result = None
+        reset = reset_peak_rss()
         t = time.perf_counter()
         result = fn()
         best = min(best, time.perf_counter() - t)
-    return best, result
+        if reset:
+            peak = max(peak or 0.0, peak_rss_mib())
+    return best, result, peak
 
 
 def main() -> None:
@@ -98,6 +128,7 @@ def main() -> None:
 
     import tracekit
     from tracekit.analysis.analyze import analyze
+    from tracekit.engine.memory import peak_rss_mib
 
     names = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
     paths = make_data(Path(args.out), args.gpus, args.seconds, args.rate)
@@ -114,23 +145,29 @@ def main() -> None:
         t = time.perf_counter()
         analyze(ts)
         analyze_first = time.perf_counter() - t
-        analyze_s, _ = best_of(lambda: analyze(ts), args.repeat)
+        loaded_rss = rss_mib()
+        analyze_s, _, analyze_peak = best_of(lambda: analyze(ts), args.repeat)
         results["datasets"][kind] = {"path": str(paths[kind]), "samples": n, "open_s": round(open_s, 3),
                                      "analyze_s": round(analyze_s, 3), "analyze_first_call_s": round(analyze_first, 3),
-                                     "analyze_samples_per_s": round(n / analyze_s)}
+                                     "analyze_samples_per_s": round(n / analyze_s),
+                                     "loaded_rss_mib": _mib(loaded_rss), "analyze_peak_rss_mib": _mib(analyze_peak)}
         for name in todo:
             kw = SCENARIOS[name][1]
+            rss_before = rss_mib()
             t = time.perf_counter()
             tracekit.replay(ts, **kw)
             first = time.perf_counter() - t
             # paired runs: analyze and replay back to back, so both see the same load
             pairs = []
             r = None
+            replay_peak = None
             for _ in range(args.repeat):
-                a_s, _ = best_of(lambda: analyze(ts), 1)
-                r_s, r = best_of(lambda: tracekit.replay(ts, **kw), 1)
+                a_s, _, _ = best_of(lambda: analyze(ts), 1)
+                r = None  # the previous result is not held while the next one is built
+                r_s, r, peak = best_of(lambda: tracekit.replay(ts, **kw), 1)
                 pairs.append((a_s, r_s))
                 analyze_s = min(analyze_s, a_s)
+                replay_peak = max(replay_peak or 0.0, peak) if peak is not None else None
             replay_s = min(p[1] for p in pairs)
             paired = sorted(a / b for a, b in pairs)
             pol = r.summary()["policies"][1]
@@ -147,11 +184,13 @@ def main() -> None:
                 "sync_passes": pol.get("sync_rounds"),
                 "slowdown": pol["slowdown"],
                 "peak_cut": pol["peak_cut"],
+                "rss_before_mib": _mib(rss_before),
+                "peak_rss_mib": _mib(replay_peak),
             }
             print(json.dumps({name: results["scenarios"][name]}), flush=True)
             del r
         del ts
-    results["peak_rss_mib"] = peak_rss_mib()
+    results["peak_rss_mib"] = round(peak_rss_mib(), 1)
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

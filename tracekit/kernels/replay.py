@@ -1164,12 +1164,19 @@ def zoh_energy(
 
 
 @kernel
-def _smooth_kernel(ts_ns, power_w, offsets, floor_w, up_w_per_s, down_w_per_s, g_lo, g_hi, out):
+def _smooth_kernel(ts_ns, power_w, offsets, floor_w, up_w_per_s, down_w_per_s, g_lo, g_hi, out32):
+    # one GPU at a time in a float64 buffer (the backward pass reads the forward
+    # pass's unrounded values), then rounded once into the float32 output
+    longest = 0
+    for g in range(g_lo, g_hi):
+        longest = max(longest, offsets[g + 1] - offsets[g])
+    buf = np.empty(longest, dtype=np.float64)
     for g in range(g_lo, g_hi):
         a = offsets[g]
         b = offsets[g + 1]
         if b <= a:
             continue
+        out = buf[:b - a]
         fl = floor_w[g]
         up = up_w_per_s[g]
         down = down_w_per_s[g]
@@ -1179,14 +1186,14 @@ def _smooth_kernel(ts_ns, power_w, offsets, floor_w, up_w_per_s, down_w_per_s, g
         for k in range(a, b):
             p = power_w[k]
             if np.isnan(p):
-                out[k] = p
+                out[k - a] = p
                 continue
             v = p if p > fl else fl
             if not np.isnan(prev) and np.isfinite(down):
                 lim = prev - down * ((ts_ns[k] - prev_t) * 1e-9)
                 if lim > v:
                     v = lim
-            out[k] = v
+            out[k - a] = v
             prev = v
             prev_t = ts_ns[k]
         # backward: the ramp-up limit (power rises at most `up` W/s, so it starts early)
@@ -1194,16 +1201,18 @@ def _smooth_kernel(ts_ns, power_w, offsets, floor_w, up_w_per_s, down_w_per_s, g
             nxt = np.nan
             nxt_t = 0
             for k in range(b - 1, a - 1, -1):
-                v = out[k]
+                v = out[k - a]
                 if np.isnan(v):
                     continue
                 if not np.isnan(nxt):
                     lim = nxt - up * ((nxt_t - ts_ns[k]) * 1e-9)
                     if lim > v:
                         v = lim
-                        out[k] = v
+                        out[k - a] = v
                 nxt = v
                 nxt_t = ts_ns[k]
+        for k in range(a, b):
+            out32[k] = out[k - a]
 
 
 def smooth_power(
@@ -1240,13 +1249,13 @@ def smooth_power(
     if (~np.isfinite(fl)).any() or (fl < 0).any() or (up <= 0).any() or (down <= 0).any() or \
             np.isnan(up).any() or np.isnan(down).any():
         raise ParameterError(f"{func}: floor_w must be finite and >= 0, ramp limits > 0 (inf = off)")
-    out = np.empty(n, dtype=np.float64)
+    out = np.empty(n, dtype=np.float32)
 
     def run(lo: int, hi: int) -> None:
         _smooth_kernel(ts, power, off, fl, up, down, lo, hi, out)
 
     _run_ranges(run, off, workers)
-    return out.astype(np.float32)
+    return out
 
 
 # --------------------------------------------------------------------------- storage

@@ -73,6 +73,14 @@ def print_replay(summary: dict, console=None) -> None:
             s = p["storage"]
             notes.append(f"storage state of charge {100 * s['soc_min']:.1f}..{100 * s['soc_max']:.1f} % "
                          f"(range {100 * s['soc_range']:.1f} %) on {len(s['racks'])} rack(s)")
+        if p.get("aggregate_cap"):
+            a = p["aggregate_cap"]
+            groups = a["groups"]
+            caps = sorted({g["cap_w"] for g in groups.values()})
+            tops = [g["max_window_w"] for g in groups.values() if g["max_window_w"] is not None]
+            cap_txt = f"{caps[0] / 1e3:.3g} kW" if len(caps) == 1 else f"{caps[0] / 1e3:.3g}..{caps[-1] / 1e3:.3g} kW"
+            notes.append(f"{a['level']} cap {cap_txt} on {len(groups)} {a['level']}(s), highest window power "
+                         f"{_fmt(max(tops) / 1e3 if tops else None, 3)} kW")
         if p.get("mean_clock_mhz") is not None:
             notes.append(f"mean SM clock {p['mean_clock_mhz']:.0f} MHz, capped/locked in "
                          f"{100 * p.get('capped_share', 0):.1f} % of the time")
