@@ -540,7 +540,7 @@ class DatasetIndex:
             try:
                 pf = pq.ParquetFile(f)
                 for r, pos in groups:  # each group is copied into place and released at once
-                    table = pf.read_row_group(r, columns=["ts", "power_w"])
+                    table = pf.read_row_group(r, columns=["ts", "power_w"], use_threads=False)
                     _copy_column(table, "ts", ts, pos, Path(f))
                     _copy_column(table, "power_w", power, pos, Path(f))
                     del table
