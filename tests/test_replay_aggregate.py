@@ -27,15 +27,17 @@ MS = 1_000_000
 IDLE_W = 75.0  # H100-SXM idle power of the spec table
 
 
-def _racks_traceset(series: list[tuple[np.ndarray, np.ndarray]], racks: list[str]) -> TraceSet:
-    """One GPU per host, ``racks[i]`` the rack of GPU i, H100-SXM (idle 75 W, TDP 700 W)."""
+def _racks_traceset(series: list[tuple[np.ndarray, np.ndarray]], racks: list[str],
+                    rows: list[str] | None = None) -> TraceSet:
+    """One GPU per host, ``racks[i]`` the rack of GPU i (``rows[i]`` its row, default
+    the rack), H100-SXM (idle 75 W, TDP 700 W)."""
     gpus = [f"node{i:02d}/0" for i in range(len(series))]
     offsets = np.zeros(len(series) + 1, dtype=np.int64)
     np.cumsum([len(t) for t, _ in series], out=offsets[1:])
     ts = np.concatenate([t for t, _ in series]).astype(np.int64)
     power = np.concatenate([p for _, p in series]).astype(np.float32)
-    topo = canonical_topology(pl.DataFrame({"gpu": gpus, "rack": racks, "model": ["H100-SXM"] * len(gpus),
-                                            "tdp_w": [700.0] * len(gpus)}))
+    topo = canonical_topology(pl.DataFrame({"gpu": gpus, "rack": racks, "row": rows or racks,
+                                            "model": ["H100-SXM"] * len(gpus), "tdp_w": [700.0] * len(gpus)}))
     q = DataQuality(rows_read=len(ts), rows_used=len(ts))
     return TraceSet(None, topo, q, [], arrays=GpuArrays(gpus, offsets, ts, power, topo))
 
@@ -303,6 +305,31 @@ def test_percent_of_summed_tdp_equals_watts(two_racks):
     assert set(groups) == {"rack00", "rack01"}
     for g in groups.values():
         assert g["cap_w"] == pytest.approx(3360.0) and g["max_window_w"] <= 3360.0 * (1 + 1e-6)
+
+
+def test_rows_scopes_and_partial_groups():
+    """Row caps group by the topology's row; a scope at a coarser level picks whole
+    groups; a scope that splits a group (racks spanning rows) is refused."""
+    t = 1_700_000_000_000_000_000 + np.arange(400, dtype=np.int64) * MS
+    p = np.where(np.arange(400) % 100 < 70, 700.0, 137.0)
+    series = [(t, p)] * 4
+    ts = _racks_traceset(series, ["r0", "r0", "r1", "r1"], ["w0", "w0", "w0", "w1"])
+    r = _replay_agg(ts, "row:500W", 0.05, scope="row=w1")
+    groups = r.results[1].figures["aggregate_cap"]["groups"]
+    assert list(groups) == ["w1"] and groups["w1"]["max_window_w"] <= 500 * (1 + 1e-6)
+    out, src = r.trace(r.results[1].name), ts.arrays()
+    for i in range(3):  # row w0 is not capped
+        assert np.array_equal(out.gpu(i)[1], src.gpu(i)[1])
+    assert (out.gpu(3)[1][:50] < 700).all()  # the first 50 ms window is all compute
+    with pytest.raises(PolicyError, match=r"^--cap rack:1kW: --scope selects 1 of the 2 GPUs of rack r1; an "
+                                          r"aggregate cap covers whole racks$"):
+        _replay_agg(ts, "rack:1kW", 0.05, scope="row=w1")
+    # the same GPUs as one cluster group: bitwise the same as a row cap over one row
+    one = _racks_traceset(series, ["r0"] * 4, ["w0"] * 4)
+    a = _replay_agg(one, "row:2kW", 0.05)
+    b = _replay_agg(one, "cluster:2kW", 0.05, workers=1)
+    assert np.array_equal(a.trace(a.results[1].name).power_w, b.trace(b.results[1].name).power_w)
+    assert np.array_equal(a.trace(a.results[1].name).ts_ns, b.trace(b.results[1].name).ts_ns)
 
 
 def test_capping_one_rack_slows_the_whole_job(two_racks):
