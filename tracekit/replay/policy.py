@@ -24,7 +24,11 @@ the group run at one relative clock in that window (as a rack power manager woul
 set through per-GPU caps): the highest that meets the cap, with the same power/clock
 model and phase stretch as the per-GPU cap (:mod:`tracekit.replay.model`); every
 sample above idle is throttled.  Windows whose group power is within the cap are
-unchanged, bitwise.  ``scope`` then picks which groups are capped and must select
+unchanged, bitwise.  Windows are fixed on the recorded time axis (aligned to
+multiples of the window), so, as with a real averaging power manager, single samples
+and spans that straddle two windows may exceed the cap (the compute start in a
+window that was under it); a grid of the window's length shows the bounded peak
+best.  ``scope`` then picks which groups are capped and must select
 whole groups (``--cap rack:40kW --scope row=row0`` caps every rack of row0 at 40 kW).
 Synchronous training still couples the GPUs, so one capped rack slows the whole job.
 """
