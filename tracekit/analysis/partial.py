@@ -4,13 +4,15 @@ The same tasks serve the three executors (:mod:`tracekit.engine.stream`): one ba
 per thread over arrays already in memory, batches read from a canonical dataset with
 memory bounded by ``--memory-limit``, and Dask tasks on other machines.
 
-1. :func:`sampling_task` (pass 1, streaming only): per-GPU sampling statistics and the
-   pooled power histogram; merged they fix the sampling period, the workload, the
-   histogram range and the grid (:func:`make_context`).
+1. :func:`sampling_task` (pass 1, streaming only): per-GPU sampling statistics and
+   power histograms; merged they fix the sampling period, the workload, the
+   histogram range, every GPU's levels and the grid (:class:`Context`).
 2. :func:`analysis_task` (pass 2): per GPU detection (levels, labels, segments),
    cell means on the grid summed into the batch's groups, and every group whose GPUs
    all lie in the batch finished on the spot (metrics, rule checks); groups that
-   span batches (always the cluster) come back as partial sums.
+   span batches (always the cluster) come back as partial sums.  A batch over its
+   memory budget is read in time windows of row groups per GPU, each GPU's state
+   (labeler, open segment, open grid cell) carried from one window to the next.
 3. :class:`Merger` appends per-GPU results, adds partial sums in batch order and
    finishes a group as soon as the batch holding its last GPU is merged, so only the
    cluster and the groups spanning the batch in progress are held.
