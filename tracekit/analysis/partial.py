@@ -32,6 +32,7 @@ from tracekit.analysis import phases as ph
 from tracekit.analysis import swings as sw
 from tracekit.analysis.aggregate import Grid, LevelSeries
 from tracekit.analysis.rules import Rule, Violation
+from tracekit.engine.memory import release_freed_memory
 from tracekit.kernels.grid import GridAccumulator, time_grid
 from tracekit.kernels.stats import SamplingAccumulator, gpu_sampling
 
@@ -278,6 +279,7 @@ class Merger:
         for key in done:
             if key[0] != "cluster":
                 self._finish(key)
+        release_freed_memory()  # the batch's arrays, freed on worker threads
 
     def _finish(self, key) -> None:
         lv, gi = key

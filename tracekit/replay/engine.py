@@ -47,6 +47,7 @@ from typing import Callable, Literal
 import numpy as np
 import polars as pl
 
+from tracekit.engine.memory import release_freed_memory
 from tracekit.errors import ParameterError, PolicyError
 from tracekit.kernels import replay as K
 from tracekit.replay.model import PowerModel, gpu_models
@@ -941,34 +942,6 @@ def _per_gpu_swing(ctx: Context, arrays: GpuArrays, sel: np.ndarray, window_s: f
             "gpu_swing_window_s": window_s}
 
 
-def release_freed_memory() -> None:
-    """Hand freed heap memory back to the operating system (glibc ``malloc_trim``;
-    nothing elsewhere).
-
-    The per-GPU and per-cell temporaries of one step (phases, grid series, a few MB
-    to tens of MB each, many on worker threads) are freed into malloc's arenas, where
-    they stay resident; the next step's whole-trace arrays are mmapped and cannot
-    reuse them, so the process peak would be their sum.  Results are unchanged.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-def _malloc_trim():
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is False:
-        try:
-            import ctypes
-
-            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
-            _MALLOC_TRIM.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = None
-    return _MALLOC_TRIM
-
-
-_MALLOC_TRIM = False
 
 
 # --------------------------------------------------------------------------- result
