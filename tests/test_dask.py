@@ -43,7 +43,8 @@ def test_dask_equals_local(dataset, cluster, local):
 
     with Client(cluster.scheduler_address) as client:
         got = analyze(tracekit.open(dataset), client=client, batch_gpus=4)
-    assert got.dataset["engine"] == {"mode": "dask", "batches": 6, "windowed_batches": 0}
+    assert got.dataset["engine"]["mode"] == "dask"
+    assert got.dataset["engine"]["batches"] >= 6  # at most 4 GPUs each
     assert_same(local, got)
 
 

@@ -168,7 +168,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         keys = np.zeros((len(gpus), 0), dtype=np.int64)
         budget = _batch_budget(memory_limit, workers, client)
         cost1 = np.minimum(source.gpu_rows * _PASS1_BYTES_PER_SAMPLE, budget / 8)
-        batches1 = plan_batches(cost1, keys, budget, max_gpus=opts.batch_gpus)
+        batches1 = plan_batches(cost1, keys, _balanced(budget, cost1, workers, client), max_gpus=opts.batch_gpus)
         windows1 = _window_groups(source, batches1, budget, _PASS1_BYTES_PER_SAMPLE, opts.window_groups)
         parts = list(run_ordered(sampling_task, list(zip([source] * len(batches1), batches1, windows1)),
                                  workers=workers, client=client))
@@ -226,7 +226,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         host_size = np.bincount(ctx.group_of["host"] if "host" in levels else np.zeros(len(gpus), dtype=np.int64))
         per_gpu_grid = grid.n_cells * 32.0 / host_size[ctx.group_of["host"] if "host" in levels else 0]
         cost2 = np.minimum(source.gpu_rows * _PASS2_BYTES_PER_SAMPLE, budget / 8) + per_gpu_grid
-        batches = plan_batches(cost2, keys, budget, max_gpus=opts.batch_gpus)
+        batches = plan_batches(cost2, keys, _balanced(budget, cost2, workers, client), max_gpus=opts.batch_gpus)
         grid_bytes = [float(per_gpu_grid[b].sum()) for b in batches]
         windows = [_window_groups(source, [b], budget - gb, _PASS2_BYTES_PER_SAMPLE, opts.window_groups)[0]
                    for b, gb in zip(batches, grid_bytes)]
@@ -364,6 +364,15 @@ def _batch_budget(memory_limit: int, workers: int | None, client) -> float:
     else:  # the threads' batches and one finished batch waiting to be merged
         in_flight = (workers or default_workers()) + 1
     return max(memory_limit - _BASE_BYTES, 64 * 2**20) * 0.7 / in_flight
+
+
+def _balanced(budget: float, costs: np.ndarray, workers: int | None, client) -> float:
+    """The batch budget, lowered so every worker thread gets about four batches
+    (load balance: the last batches do not leave threads idle)."""
+    from tracekit.engine.local import default_workers
+
+    threads = sum(client.nthreads().values()) if client is not None else (workers or default_workers())
+    return min(budget, max(float(np.sum(costs)) / (4 * max(threads, 1)), 1.0))
 
 
 def _window_groups(index, batches, budget: float, bytes_per_sample: float, forced: int | None) -> list:
