@@ -154,7 +154,8 @@ def aggregate_all(
     series = {}
     for lv, (names, _, members) in groupings.items():
         sizes = np.array([len(m) for m in members], dtype=np.float64)[:, None]
-        coverage = np.clip(gpu_time[lv] / (sizes * grid.step_s), 0.0, 1.0)
+        coverage = gpu_time[lv] / (sizes * grid.step_s)  # >= 0; np.clip is several times slower
+        np.minimum(coverage, 1.0, out=coverage)
         p = power[lv]
         p[gpu_time[lv] <= 0] = np.nan
         series[lv] = LevelSeries(lv, names, members, p, coverage)

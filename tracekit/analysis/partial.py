@@ -166,7 +166,8 @@ def group_metrics(ctx: Context, level: str, gi: int, mean_sum: np.ndarray, gpu_t
     """Metrics of one finished group: (metrics, power W per cell, coverage, rule violations)."""
     grid = ctx.grid
     size = float(ctx.group_size[level][gi])
-    coverage = np.clip(gpu_time / (size * grid.step_s), 0.0, 1.0)
+    coverage = gpu_time / (size * grid.step_s)  # >= 0; np.clip is several times slower
+    np.minimum(coverage, 1.0, out=coverage)
     power = np.where(gpu_time > 0, mean_sum, np.nan)
     provisioned = float(ctx.provisioned_w[level][gi])
     members = np.flatnonzero(ctx.group_of[level] == gi)
