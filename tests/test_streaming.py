@@ -102,9 +102,10 @@ def assert_same(ref, got) -> None:
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batch_gpus=st.integers(1, 48), workers=st.sampled_from([1, 2]))
-def test_any_batching_gives_the_one_shot_answer(training, reference, batch_gpus, workers):
-    got = analyze(tracekit.open(training), engine="stream", batch_gpus=batch_gpus, workers=workers)
+@given(batch_gpus=st.integers(1, 48), workers=st.sampled_from([1, 2]), read_rows=st.sampled_from([None, 1, 3000, 7000]))
+def test_any_batching_gives_the_one_shot_answer(training, reference, batch_gpus, workers, read_rows):
+    got = analyze(tracekit.open(training), engine="stream", batch_gpus=batch_gpus, workers=workers,
+                  read_rows=read_rows)
     assert got.dataset["engine"]["mode"] == "stream"
     assert got.dataset["engine"]["batches"] >= math.ceil(40 / batch_gpus)
     assert_same(reference.value, got)

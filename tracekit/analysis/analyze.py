@@ -27,6 +27,7 @@ from tracekit.analysis import swings as sw
 from tracekit.analysis.iterations import autocorr_period_s, find_stragglers, iteration_table
 from tracekit.analysis.rules import Rule, Violation
 from tracekit.analysis.partial import ArraySource, Context, Merger, analysis_task, merge_sampling, plan_groups, sampling_task
+from tracekit.engine.memory import release_freed_memory
 from tracekit.engine.stream import DEFAULT_MEMORY_LIMIT, plan_batches, run_ordered
 from tracekit.errors import ParameterError
 from tracekit.traceset import periods_frame
@@ -58,6 +59,9 @@ class AnalyzeOptions:
     batch_gpus: int | None = None
     #: worker threads (default: every core, or TRACEKIT_THREADS)
     workers: int | None = None
+    #: streaming: read at most this many samples at once within a batch (tests and
+    #: tuning; default: a quarter of the batch budget)
+    read_rows: int | None = None
     #: streaming: read every batch in time windows of this many row groups per GPU
     #: (tests and tuning; default: only batches over the memory budget)
     window_groups: int | None = None
@@ -170,7 +174,8 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         cost1 = np.minimum(source.gpu_rows * _PASS1_BYTES_PER_SAMPLE, budget / 8)
         batches1 = plan_batches(cost1, keys, _balanced(budget, cost1, workers, client), max_gpus=opts.batch_gpus)
         windows1 = _window_groups(source, batches1, budget, _PASS1_BYTES_PER_SAMPLE, opts.window_groups)
-        parts = list(run_ordered(sampling_task, list(zip([source] * len(batches1), batches1, windows1)),
+        rows1 = opts.read_rows or max(1, int(budget / 4 / _PASS1_BYTES_PER_SAMPLE))
+        parts = list(run_ordered(sampling_task, [(source, b, w, rows1) for b, w in zip(batches1, windows1)],
                                  workers=workers, client=client))
         st, pooled = merge_sampling(parts, len(gpus))
         gpu_hist = st.pop("gpu_hist")
@@ -222,6 +227,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     windows = [None]
     if streaming:
         ctx.gpu_hist = gpu_hist
+        ctx.max_rows = opts.read_rows or max(1, int(budget / 4 / _PASS2_BYTES_PER_SAMPLE))
         keys = np.stack([ctx.group_of[lv] for lv in levels], axis=1)
         host_size = np.bincount(ctx.group_of["host"] if "host" in levels else np.zeros(len(gpus), dtype=np.int64))
         per_gpu_grid = grid.n_cells * 32.0 / host_size[ctx.group_of["host"] if "host" in levels else 0]
@@ -256,7 +262,10 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
                            workers=workers, client=client, shared=(ctx,)):
         merger.add(res)
     merger.finish()
-    detection = ph.assemble(dparams, gpus, sorted(merger.phases, key=lambda r: r.gpu), detect_effective_s)
+    phases, merger.phases = sorted(merger.phases, key=lambda r: r.gpu), []
+    detection = ph.assemble(dparams, gpus, phases, detect_effective_s, phase_hist=merger.phase_hist)
+    del phases
+    release_freed_memory()
     warnings += detection.warnings
 
     step("swings")

@@ -58,16 +58,39 @@ class ArraySource:
         return offsets, a.ts_ns[idx], a.power_w[idx]
 
 
+def gpu_reads(source, gpus: np.ndarray, max_rows: int | None):
+    """Read a batch's GPUs a few at a time: yields ``(lo, hi, offsets, ts, power)`` for
+    consecutive ranges ``gpus[lo:hi]`` of at most ``max_rows`` samples (a GPU over it
+    alone), so a batch's sample memory is bounded apart from its size."""
+    rows = np.asarray(source.gpu_rows)[np.asarray(gpus, dtype=np.int64)]
+    lo = 0
+    while lo < len(gpus):
+        hi = lo + 1
+        if max_rows:
+            total = rows[lo]
+            while hi < len(gpus) and total + rows[hi] <= max_rows:
+                total += rows[hi]
+                hi += 1
+        else:
+            hi = len(gpus)
+        yield (lo, hi, *source.read(gpus[lo:hi]))
+        lo = hi
+
+
 # -- pass 1 ----------------------------------------------------------------------------
-def sampling_task(source, gpus, window_groups: int | None = None) -> dict:
+def sampling_task(source, gpus, window_groups: int | None = None, max_rows: int | None = None) -> dict:
     """Per-GPU sampling statistics (:func:`gpu_sampling`) and the pooled 1 W power
     histogram of a batch of GPUs, and each GPU's own histogram (``gpu_hist``: the
     levels of GPUs that pass 2 reads in time windows); with ``window_groups`` the
-    batch is read in time windows of that many row groups per GPU."""
+    batch is read in time windows of that many row groups per GPU, else a few GPUs
+    (``max_rows`` samples) at a time."""
+    gpus = np.asarray(gpus, dtype=np.int64)
     if not window_groups:
-        offsets, ts, power = source.read(gpus)
-        st = gpu_sampling(ts, power, offsets)
-        hists = [ph.pooled_histogram(power[offsets[j]: offsets[j + 1]]) for j in range(len(gpus))]
+        parts, hists = [], []
+        for _, _, offsets, ts, power in gpu_reads(source, gpus, max_rows):
+            parts.append(gpu_sampling(ts, power, offsets))
+            hists += [ph.pooled_histogram(power[offsets[j]: offsets[j + 1]]) for j in range(len(offsets) - 1)]
+        st = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     else:
         acc = SamplingAccumulator(len(gpus))
         hists = [np.zeros(0, dtype=np.int64) for _ in gpus]
@@ -124,6 +147,7 @@ class Context:
     ramp_window_s: float = 1.0
     rules: list[Rule] = field(default_factory=list)
     gpu_hist: dict = field(default_factory=dict)  # GPU -> its 1 W histogram (for time windows)
+    max_rows: int | None = None  # samples read at once within a batch (None: the whole batch)
 
     def finished_in(self, level: str, batch_no: int) -> np.ndarray:
         """Groups of ``level`` whose every GPU is in batch ``batch_no`` alone."""
@@ -152,7 +176,8 @@ def plan_groups(ctx: Context, batches: list[np.ndarray]) -> None:
 class BatchResult:
     batch_no: int
     gpus: np.ndarray
-    phases: list  # GpuPhases (labels dropped) per GPU with samples
+    phases: list  # GpuPhases (labels and histogram dropped) per GPU with samples
+    phase_hist: np.ndarray  # (phases, 1 W bins): the batch's per-phase power histogram
     peaks_w: np.ndarray  # per GPU of the batch: peak cell mean
     heat_e: np.ndarray
     heat_c: np.ndarray
@@ -197,16 +222,19 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
     shift = ctx.shift_ns[gpus]
     phases = []
     if not window_groups:
-        offsets, ts, power = source.read(gpus)
-        if shift.any():
-            ts = ts - np.repeat(shift, np.diff(offsets))
-        for j, g in enumerate(gpus):
-            a, b = offsets[j], offsets[j + 1]
-            res = ph.detect_gpu(ts[a:b], power[a:b], ctx.detect, int(g), keep_labels=False)
-            if res is not None:
-                phases.append(res)
-        acc.add(ts, power, offsets)
-        del ts, power
+        for lo, hi, offsets, ts, power in gpu_reads(source, gpus, ctx.max_rows):
+            if shift[lo:hi].any():
+                ts = ts - np.repeat(shift[lo:hi], np.diff(offsets))
+            for j in range(hi - lo):
+                a, b = offsets[j], offsets[j + 1]
+                res = ph.detect_gpu(ts[a:b], power[a:b], ctx.detect, int(gpus[lo + j]), keep_labels=False)
+                if res is not None:
+                    phases.append(res)
+            full = np.zeros(len(gpus) + 1, dtype=np.int64)  # the other GPUs: empty ranges
+            full[lo + 1: hi + 1] = offsets[1:]
+            full[hi + 1:] = offsets[-1]
+            acc.add(ts, power, full)
+            del ts, power
     else:
         dets = [ph.GpuDetector(ctx.detect, ctx.gpu_hist.get(int(g), np.zeros(0, dtype=np.int64)), int(g))
                 for g in gpus]
@@ -220,6 +248,11 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
             acc.add(ts, power, offsets)
             del ts, power
         phases = [det.finish() for det in dets if det.levels is not None]
+    # per-phase histograms only add up: one per batch, not one per GPU
+    phase_hist = np.zeros((ctx.detect.k, ctx.detect.n_bins), dtype=np.int64)
+    for i, res in enumerate(phases):
+        phase_hist += res.hist
+        phases[i] = res._replace(hist=None)
     acc.finish()
     cm = acc.cell_means_result()
     all_peaks = np.full(len(ctx.tdp_w), np.nan)
@@ -237,8 +270,8 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
                 violations += v
             else:
                 partial[(lv, int(gi))] = (mean_sum, gpu_time)
-    return BatchResult(batch_no, gpus, phases, cm.peak_w, cm.heat_energy_j, cm.heat_covered_s, finished,
-                       violations, partial)
+    return BatchResult(batch_no, gpus, phases, phase_hist, cm.peak_w, cm.heat_energy_j, cm.heat_covered_s,
+                       finished, violations, partial)
 
 
 # -- merge -----------------------------------------------------------------------------
@@ -248,6 +281,7 @@ class Merger:
     def __init__(self, ctx: Context, n_gpus: int, on_group=None):
         self.ctx = ctx
         self.phases: list = []
+        self.phase_hist = np.zeros((ctx.detect.k, ctx.detect.n_bins), dtype=np.int64)
         self.peaks_w = np.full(n_gpus, np.nan)
         n_heat = -(-ctx.grid.n_cells // ctx.heat_per) if ctx.heat_per else 0
         self.heat_e = np.zeros((n_gpus if ctx.heat_per else 0, n_heat))
@@ -264,6 +298,7 @@ class Merger:
             raise RuntimeError(f"batch {res.batch_no} merged out of order (expected {self.next_batch})")
         self.next_batch += 1
         self.phases += res.phases
+        self.phase_hist += res.phase_hist
         self.peaks_w[res.gpus] = res.peaks_w
         if self.ctx.heat_per:
             self.heat_e[res.gpus] = res.heat_e

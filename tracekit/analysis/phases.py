@@ -324,11 +324,14 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
 
 
 def assemble(params: DetectParams, gpus: list[str], results: list[GpuPhases | None],
-             effective_period_s: float) -> Detection:
+             effective_period_s: float, phase_hist: np.ndarray | None = None) -> Detection:
     """One :class:`Detection` from per-GPU results (in GPU order; ``gpus`` names the
-    indices used in their segment frames).  ``labels`` is left empty."""
+    indices used in their segment frames).  ``labels`` is left empty.  The results'
+    segment arrays are consumed (moved into the frame, not copied twice).  Results
+    whose ``hist`` is None were already added into ``phase_hist``."""
     names, k = params.names, params.k
-    phase_hist = np.zeros((k, params.n_bins), dtype=np.int64)
+    if phase_hist is None:
+        phase_hist = np.zeros((k, params.n_bins), dtype=np.int64)
     seg_frames, level_rows, p99_rows = [], [], []
     for res in results:
         if res is None:
@@ -337,26 +340,25 @@ def assemble(params: DetectParams, gpus: list[str], results: list[GpuPhases | No
         seg_frames.append(res.segments)
         level_rows.append({"gpu": gpu, **res.levels})
         p99_rows.append((gpu, res.p99_w))
-        h = res.hist
-        phase_hist[:, : h.shape[1]] += h[:, : params.n_bins]
-    phase_of = pl.DataFrame({"label": np.arange(k, dtype=np.int8), "phase": list(names)})
+        if res.hist is not None:
+            phase_hist[:, : res.hist.shape[1]] += res.hist[:, : params.n_bins]
     seg_schema = {"gpu": pl.String, "start": pl.Datetime("ns", "UTC"), "end": pl.Datetime("ns", "UTC"),
                   "phase": pl.String, "mean_w": pl.Float64, "peak_w": pl.Float64, "energy_j": pl.Float64,
                   "covered_s": pl.Float64}
     if seg_frames:
-        columns = {key: np.concatenate([f[key] for f in seg_frames]) for key in seg_frames[0]}
-        gpu_names = pl.Series("gpu", gpus, dtype=pl.String)
-        segments = (
-            pl.DataFrame(columns)
-            .with_columns(gpu_names.gather(columns["gpu"]).alias("gpu"))
-            .join(phase_of, on="label", how="left")
-            .with_columns(
-                pl.col("start").cast(pl.Datetime("ns", "UTC")),
-                pl.col("end").cast(pl.Datetime("ns", "UTC")),
-                pl.col("phase").fill_null("unlabelled"),
-            )
-            .select(list(seg_schema))
-        )
+        columns = {key: np.concatenate([f.pop(key) for f in seg_frames]) for key in list(seg_frames[0])}
+        del seg_frames
+        gpu_idx, label = columns.pop("gpu"), columns.pop("label")
+        phase_idx = np.where(label >= 0, label, k)  # -1: not labelled
+        del label
+        segments = pl.DataFrame({
+            "gpu": pl.Series("gpu", gpus, dtype=pl.String).gather(gpu_idx),
+            "start": pl.Series("start", columns.pop("start")).cast(pl.Datetime("ns", "UTC")),
+            "end": pl.Series("end", columns.pop("end")).cast(pl.Datetime("ns", "UTC")),
+            "phase": pl.Series("phase", [*names, "unlabelled"], dtype=pl.String).gather(phase_idx),
+            **{key: columns.pop(key) for key in ("mean_w", "peak_w", "energy_j", "covered_s")},
+        })
+        del gpu_idx, phase_idx
     else:
         segments = pl.DataFrame(schema=seg_schema)
     gpu_levels = pl.DataFrame(level_rows) if level_rows else pl.DataFrame(schema={"gpu": pl.String})
