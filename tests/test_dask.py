@@ -28,8 +28,16 @@ def dataset(tmp_path_factory):
 def cluster():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=40) as c:
+    for attempt in range(3):  # worker processes on a loaded 2-core machine may miss the start timeout
+        try:
+            c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address=None, silence_logs=40, timeout="60s")
+            break
+        except Exception:  # noqa: BLE001 - retried, re-raised the third time
+            if attempt == 2:
+                raise
+    with c:
+        c.wait_for_workers(2, timeout=60)
         yield c
 
 

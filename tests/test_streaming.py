@@ -330,3 +330,59 @@ def test_gpu_detector_any_chunking_equals_one_pass_kernels(inference, data):
     for key in ("mean_w", "peak_w", "energy_j", "covered_s"):
         np.testing.assert_array_equal(got.segments[key], getattr(seg, key))
     np.testing.assert_array_equal(got.segments["label"], seg.label)
+
+
+# -- time ranges (--since / --until) --------------------------------------------------------
+def _sliced_dataset(src, out, since_ns, until_ns):
+    """The samples of ``src`` in [since, until) written as their own dataset (the oracle)."""
+    import polars as pl
+
+    from tracekit.io.dataset import DatasetWriter
+    from tracekit.schema import PowerSemantics
+
+    ts = tracekit.open(src)
+    frame = ts.samples.filter((pl.col("ts").dt.epoch("ns") >= since_ns) & (pl.col("ts").dt.epoch("ns") < until_ns))
+    with DatasetWriter(out, topology=ts.topology, power=PowerSemantics(**ts.manifest["power"])) as w:
+        w.write(frame)
+    return out
+
+
+@pytest.mark.parametrize("engine, window_groups", [("memory", None), ("stream", None), ("stream", 1)])
+def test_time_range_equals_the_sliced_dataset(small_groups, tmp_path, engine, window_groups):
+    first = tracekit.open(small_groups).first_ts_ns()
+    since, until = first + 1_500_000_000, first + 4_200_000_000
+    oracle = analyze(tracekit.open(_sliced_dataset(small_groups, tmp_path / "cut", since, until)), engine="memory")
+    got = analyze(tracekit.open(small_groups), since="+1.5s", until=int(until), engine=engine,
+                  window_groups=window_groups)
+    tr = got.dataset["time_range"]
+    assert tr["since"].startswith(np.datetime64(since, "ns").astype(str))
+    assert got.dataset["samples"] == oracle.dataset["samples"] > 0
+    total = tracekit.open(small_groups).n_samples
+    assert tr["samples_outside"] + got.dataset["samples"] == total
+    assert got.data_quality["rows_read"] == total  # the input's accounting, whole
+    got.dataset.pop("time_range")
+    got.data_quality = oracle.data_quality
+    assert_same(oracle, got)
+
+
+def test_time_range_skips_row_groups_when_streaming(small_groups):
+    index = DatasetIndex(small_groups)
+    first = int(index.rg_t0.min())
+    sub = index.restrict(first + 4_000_000_000, None)
+    assert 0 < len(sub.rg_rows) < len(index.rg_rows) / 2
+    o, t, p = sub.read(range(len(sub.gpus)))
+    assert (t >= first + 4_000_000_000).all() and len(t) > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--since", "+3s", "--until", "+1s"], r"tracekit: error: --until \S+Z is not after --since \S+Z"),
+    (["--since", "2030-01-01T00:00:00Z"], r"tracekit: error: no samples between --since 2030-01-01T00:00:00.000000000Z "
+                                          r"and --until \(open\)"),
+    (["--until", "noon"], r"tracekit: error: cannot read --until 'noon'; write an ISO time"),
+])
+def test_time_range_errors(training, capfd, args, message):
+    import re
+
+    code, _, err = _main(["analyze", str(training), *args], capfd)
+    assert code == 2
+    assert err.count("\n") == 1 and re.match(message, err), err

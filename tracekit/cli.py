@@ -160,6 +160,9 @@ def convert(src, dst, force: bool, **kw) -> None:
               help="Grid rules TOML (window_change, ramp, band limits).")
 @click.option("--fail-on", multiple=True, metavar="METRIC>VALUE",
               help="Exit 1 when a cluster metric exceeds VALUE, e.g. peak_over_tdp>0.9 (repeatable).")
+@click.option("--since", metavar="TIME", help="Analyze from TIME: ISO 8601 (UTC unless it has an offset) or "
+              "+DURATION after the first sample (e.g. +10m); a dataset's row groups before it are not read.")
+@click.option("--until", metavar="TIME", help="Analyze up to TIME (exclusive), written like --since.")
 @click.option("--memory-limit", default="2GiB", show_default=True,
               help="Memory the analysis may use; a canonical dataset larger than this is streamed in GPU batches.")
 @click.option("--engine", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
@@ -170,8 +173,8 @@ def convert(src, dst, force: bool, **kw) -> None:
                    "workers can read at the same path).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Write summary.json, tables and report.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary.")
-def analyze(path, workload, resolution, windows, ramp_window, align, max_offset, rules_file, fail_on, memory_limit,
-            engine, threads, scheduler, output, as_json, **kw) -> None:
+def analyze(path, workload, resolution, windows, ramp_window, align, max_offset, rules_file, fail_on, since, until,
+            memory_limit, engine, threads, scheduler, output, as_json, **kw) -> None:
     """Phases, time-aligned cluster power, swings, spectrum, events and grid rules of PATH."""
     from pathlib import Path
 
@@ -194,6 +197,8 @@ def analyze(path, workload, resolution, windows, ramp_window, align, max_offset,
         rules=load_rules(rules_file) if rules_file else [],
         memory_limit_bytes=parse_size_bytes(memory_limit, what="--memory-limit"),
         engine=engine,
+        since=since,
+        until=until,
         workers=threads,
     )
     if align not in ("none", "auto"):

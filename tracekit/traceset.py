@@ -194,6 +194,32 @@ class TraceSet:
             self._periods = periods_frame(a.gpus, st)
         return self._periods
 
+    def first_ts_ns(self) -> int | None:
+        """Time of the earliest sample (from the row-group statistics when not loaded)."""
+        if not self.loaded and self.index is not None:
+            return int(self.index.rg_t0.min()) if len(self.index.rg_t0) else None
+        a = self.arrays()
+        return int(a.ts_ns.min()) if len(a.ts_ns) else None
+
+    def time_slice(self, start_ns: int | None, end_ns: int | None) -> "TraceSet":
+        """The samples with ``start_ns <= ts < end_ns`` (None = open), as a new TraceSet
+        with the same topology and sources; a dataset not in memory stays lazy (its
+        row groups outside the range are never read)."""
+        if not self.loaded and self.index is not None:
+            return TraceSet(None, self.topology, self.quality, self.sources, self.path, self.manifest,
+                            index=self.index.restrict(start_ns, end_ns))
+        a = self.arrays()
+        keep = np.ones(len(a.ts_ns), dtype=bool)
+        if start_ns is not None:
+            keep &= a.ts_ns >= start_ns
+        if end_ns is not None:
+            keep &= a.ts_ns < end_ns
+        gpu_of_row = np.repeat(np.arange(len(a.gpus)), np.diff(a.offsets))
+        offsets = np.zeros(len(a.gpus) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(gpu_of_row[keep], minlength=len(a.gpus)), out=offsets[1:])
+        arrays = GpuArrays(a.gpus, offsets, a.ts_ns[keep], a.power_w[keep], a.topology)
+        return TraceSet(None, self.topology, self.quality, self.sources, self.path, self.manifest, arrays=arrays)
+
     def set_periods(self, periods: pl.DataFrame) -> None:
         """Use per-GPU sampling statistics computed elsewhere (the streaming pass)."""
         self._periods = periods
@@ -204,9 +230,9 @@ class TraceSet:
         Raises ParameterError when no GPU has two samples (nothing to ``verb``)."""
         from tracekit.errors import ParameterError
 
-        if self.n_samples == 0:
+        periods = self.gpu_periods() if self.n_samples else None
+        if periods is None or int(periods.get_column("samples").sum()) == 0:
             raise ParameterError(f"no samples to {verb} (every row was excluded; see tracekit info)")
-        periods = self.gpu_periods()
         sample_s = float(periods.get_column("sample_period_ms").median() or 0) / 1e3
         effective_s = float(periods.get_column("effective_period_ms").median() or 0) / 1e3
         if not sample_s > 0:
@@ -224,9 +250,12 @@ class TraceSet:
         """The ``dataset`` object of the JSON contract."""
         n = self.n_samples
         periods = self.gpu_periods() if n else None
+        if periods is not None:  # exact (a lazily restricted dataset's count is an upper bound)
+            n = int(periods.get_column("samples").sum())
         if n:
-            start = periods.get_column("start").min()
-            end = periods.get_column("end").max()
+            present = periods.filter(pl.col("samples") > 0)
+            start = present.get_column("start").min()
+            end = present.get_column("end").max()
             duration_s = (end - start).total_seconds()
             start, end = start.isoformat(), end.isoformat()
         else:
@@ -391,6 +420,9 @@ def _open_canonical_arrays(path: Path, topology, strict: bool) -> TraceSet:
 def _load_index_arrays(index, topology: pl.DataFrame) -> GpuArrays:
     from tracekit.io.dataset import read_dataset_arrays
 
+    if index.t_range != (None, None):  # a time slice: its row groups only, filtered
+        offsets, ts, power = index.read(range(len(index.gpus)))
+        return GpuArrays(index.gpus, offsets, ts, power, topology)
     gpus, offsets, ts, power, _ = read_dataset_arrays(index.path)
     if gpus != index.gpus:
         raise InputError("the dataset's files changed since it was opened", path=index.path)

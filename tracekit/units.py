@@ -52,3 +52,25 @@ def parse_size_bytes(text: str | int | float, *, what: str = "size") -> int:
     if not value > 0:
         raise ParameterError(f"{what} must be positive, got {text!r}")
     return int(value)
+
+
+def parse_time_ns(text: str, *, origin_ns: int, what: str = "time") -> int:
+    """Nanoseconds since the epoch from an ISO 8601 time (UTC unless it carries an
+    offset; ``Z`` allowed) or ``+DURATION`` after ``origin_ns`` (e.g. ``+10m``).
+
+    Raises ParameterError naming ``what``.
+    """
+    import datetime as dt
+
+    s = str(text).strip()
+    if s.startswith("+"):
+        return int(origin_ns + round(parse_duration_s(s[1:], what=what) * 1e9))
+    try:
+        t = dt.datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ParameterError(f"cannot read {what} {text!r}; write an ISO time such as 2025-01-01T00:05:00Z "
+                             "or +DURATION after the first sample such as +5m") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000

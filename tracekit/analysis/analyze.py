@@ -59,6 +59,10 @@ class AnalyzeOptions:
     batch_gpus: int | None = None
     #: worker threads (default: every core, or TRACEKIT_THREADS)
     workers: int | None = None
+    #: analyze only ``since <= ts < until``: ISO 8601 time (UTC unless it has an offset),
+    #: ``+DURATION`` after the first sample, ns since the epoch, or None (open)
+    since: str | int | None = None
+    until: str | int | None = None
     #: streaming: read at most this many samples at once within a batch (tests and
     #: tuning; default: a quarter of the batch budget)
     read_rows: int | None = None
@@ -157,6 +161,9 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         setattr(opts, k, v)
     step = progress or (lambda name: None)
     warnings: list[str] = list(traceset.quality.warnings)
+    time_range = None
+    if opts.since is not None or opts.until is not None:
+        traceset, time_range = _time_slice(traceset, opts.since, opts.until)
     topology = traceset.topology
     gpus = traceset.index.gpus if not traceset.loaded and traceset.index is not None else traceset.arrays().gpus
     memory_limit = opts.memory_limit_bytes or DEFAULT_MEMORY_LIMIT
@@ -180,6 +187,12 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         st, pooled = merge_sampling(parts, len(gpus))
         gpu_hist = st.pop("gpu_hist")
         traceset.set_periods(periods_frame(gpus, st))
+    if time_range is not None:
+        analyzed = int(traceset.gpu_periods().get_column("samples").sum()) if traceset.n_samples else 0
+        if analyzed == 0:
+            raise ParameterError(f"no samples between --since {time_range['since'] or '(open)'} and --until "
+                                 f"{time_range['until'] or '(open)'}")
+        time_range["samples_outside"] = time_range.pop("_total") - analyzed
     sample_period_s, effective_period_s = traceset.median_periods_s("analyze")
     periods = traceset.gpu_periods()
     resolution_s = opts.resolution_s or sample_period_s
@@ -319,6 +332,8 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
 
     dataset = traceset.dataset_summary()
     dataset["resolution_ms"] = round(grid.step_s * 1e3, 6)
+    if time_range is not None:
+        dataset["time_range"] = time_range
     dataset["engine"] = {"mode": "dask" if client is not None else ("stream" if streaming else "memory"),
                          "batches": len(batches), "windowed_batches": sum(w is not None for w in windows)}
     return Analysis(
@@ -349,6 +364,31 @@ _PASS1_BYTES_PER_SAMPLE = 16.0
 _PASS2_BYTES_PER_SAMPLE = 24.0
 #: Held whatever the batching: interpreter, libraries, compiled kernels.
 _BASE_BYTES = 400 * 2**20
+
+
+def _time_slice(traceset, since, until):
+    """(the TraceSet restricted to [since, until), the ``time_range`` report)."""
+    import datetime as dt
+
+    from tracekit.units import parse_time_ns
+
+    origin = traceset.first_ts_ns() or 0
+
+    def ns(value, what: str):
+        if value is None:
+            return None
+        if isinstance(value, dt.datetime):
+            return parse_time_ns(value.isoformat(), origin_ns=origin, what=what)
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        return parse_time_ns(value, origin_ns=origin, what=what)
+
+    s, e = ns(since, "--since"), ns(until, "--until")
+    iso = (lambda v: None if v is None else np.datetime64(v, "ns").astype(str) + "Z")
+    if s is not None and e is not None and e <= s:
+        raise ParameterError(f"--until {iso(e)} is not after --since {iso(s)}")
+    total = traceset.n_samples
+    return traceset.time_slice(s, e), {"since": iso(s), "until": iso(e), "_total": total}
 
 
 def _streaming(traceset, opts: AnalyzeOptions, client, memory_limit: int) -> bool:

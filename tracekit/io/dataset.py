@@ -411,6 +411,16 @@ def read_dataset_arrays(path: Path | str):
 
 
 # -- reading by GPU batch and time range (the streaming executor's input) -------------
+def _intersect(t_range: tuple, start_ns: int | None, end_ns: int | None) -> tuple:
+    """``[start, end)`` ranges intersected (None = open)."""
+    lo, hi = t_range
+    if start_ns is not None:
+        lo = start_ns if lo is None else max(lo, start_ns)
+    if end_ns is not None:
+        hi = end_ns if hi is None else min(hi, end_ns)
+    return lo, hi
+
+
 class DatasetIndex:
     """Where each GPU's rows live: one entry per row group (file, group, GPU, rows,
     first/last ts), from the Parquet footers only (no data is decoded).
@@ -423,6 +433,7 @@ class DatasetIndex:
 
     def __init__(self, path: Path | str):
         self.path = str(path)
+        self.t_range: tuple[int | None, int | None] = (None, None)  # see restrict()
         manifest = read_manifest(path)
         self.files = [str(f) for f in dataset_files(path)]
         gpu_of: dict[str, int] = {}
@@ -512,22 +523,31 @@ class DatasetIndex:
         entries = self.groups_of(gpus, start_ns, end_ns)
         counts = np.array([int(self.rg_rows[entries[self.rg_gpu[entries] == g]].sum()) for g in gpus],
                           dtype=np.int64)
-        offsets, ts, power = self._read_entries(entries, counts)
-        if start_ns is not None or end_ns is not None:
-            keep = np.ones(len(ts), dtype=bool)
-            if start_ns is not None:
-                keep &= ts >= start_ns
-            if end_ns is not None:
-                keep &= ts < end_ns
-            if not keep.all():
-                gpu_of_row = np.repeat(np.arange(len(gpus)), counts)
-                counts = np.bincount(gpu_of_row[keep], minlength=len(gpus)).astype(np.int64)
-                np.cumsum(counts, out=offsets[1:])
-                ts, power = ts[keep], power[keep]
-        return offsets, ts, power
+        return self._read_entries(entries, counts, start_ns, end_ns)
 
-    def _read_entries(self, entries: np.ndarray, counts: np.ndarray):
-        """Read row-group entries (in order) into CSR arrays with ``counts`` rows per GPU."""
+    def restrict(self, start_ns: int | None, end_ns: int | None) -> "DatasetIndex":
+        """The index of the samples with ``start_ns <= ts < end_ns``: row groups wholly
+        outside are dropped by their statistics, the rest filtered when read.
+        ``gpu_rows`` then counts the kept groups' rows (an upper bound)."""
+        import copy
+
+        out = copy.copy(self)
+        keep = np.ones(len(self.rg_rows), dtype=bool)
+        if start_ns is not None:
+            keep &= self.rg_t1 >= start_ns
+        if end_ns is not None:
+            keep &= self.rg_t0 < end_ns
+        for name in ("rg_file", "rg_index", "rg_gpu", "rg_rows", "rg_t0", "rg_t1"):
+            setattr(out, name, getattr(self, name)[keep])
+        out.gpu_rows = np.bincount(out.rg_gpu, weights=out.rg_rows, minlength=len(self.gpus)).astype(np.int64)
+        out.t_range = _intersect(self.t_range, start_ns, end_ns)
+        out.__dict__.pop("_by_gpu", None)
+        return out
+
+    def _read_entries(self, entries: np.ndarray, counts: np.ndarray, start_ns: int | None = None,
+                      end_ns: int | None = None):
+        """Read row-group entries (in order) into CSR arrays with ``counts`` rows per GPU,
+        keeping the samples in ``[start_ns, end_ns)`` and in the index's own range."""
         n = int(self.rg_rows[entries].sum())
         ts = np.empty(n, dtype=np.int64)
         power = np.empty(n, dtype=np.float32)
@@ -548,6 +568,17 @@ class DatasetIndex:
                 raise InputError(f"truncated or corrupt Parquet file ({exc})", path=f) from None
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
+        lo, hi = _intersect(self.t_range, start_ns, end_ns)
+        if lo is not None or hi is not None:
+            keep = np.ones(len(ts), dtype=bool)
+            if lo is not None:
+                keep &= ts >= lo
+            if hi is not None:
+                keep &= ts < hi
+            if not keep.all():
+                gpu_of_row = np.repeat(np.arange(len(counts)), counts)
+                np.cumsum(np.bincount(gpu_of_row[keep], minlength=len(counts)), out=offsets[1:])
+                ts, power = ts[keep], power[keep]
         return offsets, ts, power
 
 
