@@ -386,3 +386,30 @@ def test_time_range_errors(training, capfd, args, message):
     code, _, err = _main(["analyze", str(training), *args], capfd)
     assert code == 2
     assert err.count("\n") == 1 and re.match(message, err), err
+
+
+def test_uneven_gpus_stream_the_same(training, tmp_path):
+    """GPUs that end early, hold one sample, or only NaN power: streamed in windows
+    and batches exactly as in memory."""
+    import polars as pl
+
+    from tracekit.io.dataset import DatasetWriter
+    from tracekit.schema import PowerSemantics
+
+    ts = tracekit.open(training)
+    s = ts.samples
+    gpus = sorted(s.get_column("gpu").unique().to_list())
+    t0 = s.get_column("ts").min()
+    frame = pl.concat([
+        s.filter(pl.col("gpu") == gpus[0]).head(1),  # a single sample
+        s.filter((pl.col("gpu") == gpus[1]) & (pl.col("ts") < t0 + pl.duration(seconds=2))),  # ends early
+        s.filter(pl.col("gpu") == gpus[2]).with_columns(pl.lit(float("nan"), dtype=pl.Float32).alias("power_w")),
+        s.filter(~pl.col("gpu").is_in(gpus[:3])),
+    ])
+    out = tmp_path / "uneven"
+    with DatasetWriter(out, topology=ts.topology, power=PowerSemantics(**ts.manifest["power"]),
+                       row_group_rows=300) as w:
+        w.write(frame)
+    ref = analyze(tracekit.open(out), engine="memory")
+    for kw in ({"batch_gpus": 3}, {"window_groups": 1, "batch_gpus": 7}, {"window_groups": 2, "read_rows": 500}):
+        assert_same(ref, analyze(tracekit.open(out), engine="stream", **kw))

@@ -82,7 +82,7 @@ def _histogram(power: np.ndarray, hi_w: float) -> tuple[np.ndarray, np.ndarray]:
 def pooled_histogram(power: np.ndarray) -> np.ndarray:
     """Counts of ``power`` in 1 W bins from 0 up to 1 % above its finite maximum
     (histograms of parts add up after zero-padding to the longest)."""
-    finite_max = np.nanmax(power) if len(power) else np.nan
+    finite_max = np.fmax.reduce(power) if len(power) else np.nan  # NaN (no warning) when all NaN
     if not np.isfinite(finite_max):
         return np.zeros(0, dtype=np.int64)
     return _histogram(power, float(finite_max) * 1.01 + BIN_W)[0]
@@ -275,8 +275,10 @@ class GpuDetector:
     def finish(self) -> GpuPhases:
         tail = self.labeler.finish()
         self._consume(self.pending_ts, self.pending_power, tail)
+        base = self.builder.n_seen
         last_seg = self.builder.finish()  # the open segment, if any
-        self.starts += [self.open_ts] * len(last_seg.label)
+        for start in last_seg.start_idx:  # it may start at the carried last sample
+            self.starts.append(self.prev_last_ts if int(start) == base - 1 else self.open_ts)
         self.segments.append(last_seg)
         cat = {f: np.concatenate([getattr(x, f) for x in self.segments])
                for f in ("label", "mean_w", "peak_w", "energy_j", "covered_s")}
