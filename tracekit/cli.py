@@ -163,7 +163,7 @@ def convert(src, dst, force: bool, **kw) -> None:
 @click.option("--since", metavar="TIME", help="Analyze from TIME: ISO 8601 (UTC unless it has an offset) or "
               "+DURATION after the first sample (e.g. +10m); a dataset's row groups before it are not read.")
 @click.option("--until", metavar="TIME", help="Analyze up to TIME (exclusive), written like --since.")
-@click.option("--memory-limit", default="2GiB", show_default=True,
+@click.option("--memory-limit", default="2GiB", show_default=True, metavar="SIZE",
               help="Memory the analysis may use; a canonical dataset larger than this is streamed in GPU batches.")
 @click.option("--engine", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
               help="memory: read the whole trace; stream: GPU batches from the dataset files; auto: by size.")
