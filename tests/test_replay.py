@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -621,3 +622,37 @@ def test_real_a100_serving_trace_with_observed_clocks(real_traces):
     assert pol["peak_w"] < base["peak_w"] and pol["energy_j"] < base["energy_j"] and pol["slowdown"] > 1
     assert pol["ttft_factor"] >= pol["tpot_factor"] >= 1.0
     assert pol["mean_clock_mhz"] <= 1200 + 1e-6
+
+
+def test_replay_time_slice_equals_replay_of_the_sliced_samples(tmp_path):
+    """--since/--until: the replay of a slice is the replay of those samples alone."""
+    import polars as pl
+
+    from tracekit.io.dataset import DatasetWriter
+    from tracekit.schema import PowerSemantics
+
+    src = Path(__file__).resolve().parent.parent / "sample_traces" / "h100_training"
+    ts = tracekit.open(src)
+    first = ts.first_ts_ns()
+    since, until = first + 5 * 10**9, first + 15 * 10**9
+    cut = ts.samples.filter((pl.col("ts").dt.epoch("ns") >= since) & (pl.col("ts").dt.epoch("ns") < until))
+    with DatasetWriter(tmp_path / "cut", topology=ts.topology, power=PowerSemantics(**ts.manifest["power"])) as w:
+        w.write(cut)
+    want = tracekit.replay(tracekit.open(tmp_path / "cut"), cap=500).summary()
+    got = tracekit.replay(tracekit.open(src), cap=500, since="+5s", until=until).summary()
+    tr = got["dataset"].pop("time_range")
+    assert tr["samples_outside"] == ts.n_samples - cut.height
+    assert got["dataset"] == want["dataset"]
+    assert got["policies"] == want["policies"]
+
+
+def test_replay_refuses_a_trace_over_the_memory_limit(capfd):
+    from tracekit.cli import main
+
+    src = Path(__file__).resolve().parent.parent / "sample_traces" / "h100_training"
+    with pytest.raises(SystemExit) as exc:
+        main(["replay", str(src), "--cap", "500", "--memory-limit", "10MB"])
+    err = capfd.readouterr().err
+    assert exc.value.code == 2
+    assert err == ("tracekit: error: replay holds the whole trace in memory: ~110 MiB for 1,918,032 samples, over "
+                   "the limit of 10 MiB; replay a time slice (--since/--until) or raise --memory-limit\n")

@@ -145,6 +145,14 @@ def convert(src, dst, force: bool, **kw) -> None:
     )
 
 
+def time_slice_options(fn):
+    """--since/--until: the part of the trace a command works on."""
+    fn = click.option("--until", metavar="TIME", help="Up to TIME (exclusive), written like --since.")(fn)
+    return click.option("--since", metavar="TIME",
+                        help="From TIME: ISO 8601 (UTC unless it has an offset) or +DURATION after the first "
+                             "sample (e.g. +10m); a dataset's row groups outside the range are not read.")(fn)
+
+
 @cli.command(epilog=EPILOG, context_settings=CONTEXT)
 @click.argument("path", type=click.Path(exists=True), nargs=-1, required=True)
 @read_options
@@ -160,9 +168,7 @@ def convert(src, dst, force: bool, **kw) -> None:
               help="Grid rules TOML (window_change, ramp, band limits).")
 @click.option("--fail-on", multiple=True, metavar="METRIC>VALUE",
               help="Exit 1 when a cluster metric exceeds VALUE, e.g. peak_over_tdp>0.9 (repeatable).")
-@click.option("--since", metavar="TIME", help="Analyze from TIME: ISO 8601 (UTC unless it has an offset) or "
-              "+DURATION after the first sample (e.g. +10m); a dataset's row groups before it are not read.")
-@click.option("--until", metavar="TIME", help="Analyze up to TIME (exclusive), written like --since.")
+@time_slice_options
 @click.option("--memory-limit", default="2GiB", show_default=True, metavar="SIZE",
               help="Memory the analysis may use; a canonical dataset larger than this is streamed in GPU batches.")
 @click.option("--engine", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
@@ -394,17 +400,20 @@ Examples:
               help="Synchronous training: every GPU ends each iteration with the slowest.")
 @click.option("--resolution", help="Grid step of the figures, e.g. 10ms (default: the median sampling period).")
 @click.option("--windows", default="100ms,1s,2s,5s,60s", show_default=True, help="Swing windows, comma-separated.")
+@time_slice_options
+@click.option("--memory-limit", metavar="SIZE",
+              help="Refuse a replay estimated above SIZE (replay holds the whole trace; default: 80% of RAM).")
 @click.option("-o", "--output", type=click.Path(file_okay=False),
               help="Write summary.json, tables, report.html and the replayed traces (canonical datasets).")
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary.")
 def replay(path, cap, cap_window, lock_mhz, smooth, storage, scope, model_params, workload, sync, resolution,
-           windows, output, as_json, **kw) -> None:
+           windows, since, until, memory_limit, output, as_json, **kw) -> None:
     """What-if replay of PATH: power caps, clock locks, smoothing and storage (lock -> cap -> smoothing ->
     storage), with peak, swings, energy and slowdown per policy."""
     from tracekit.replay.engine import ReplayOptions
     from tracekit.replay.engine import replay as run_replay
     from tracekit.replay.model import params_from_cli
-    from tracekit.units import parse_duration_s
+    from tracekit.units import parse_duration_s, parse_size_bytes
 
     opts = ReplayOptions(
         cap_window_s=parse_duration_s(cap_window, what="--cap-window"),
@@ -414,6 +423,9 @@ def replay(path, cap, cap_window, lock_mhz, smooth, storage, scope, model_params
         max_gap_s=parse_duration_s(kw.get("max_gap", "5s"), what="--max-gap"),
         windows_s=tuple(parse_duration_s(w, what="--windows") for w in windows.split(",") if w.strip()),
         model_params=params_from_cli(model_params) or None,
+        since=since,
+        until=until,
+        memory_limit_bytes=parse_size_bytes(memory_limit, what="--memory-limit") if memory_limit else None,
     )
     policy = dict(cap=cap, lock_mhz=lock_mhz, smoothing=smooth, storage=storage, scope=scope)
     _replay_check_policy(policy)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tracekit.errors import InputError, TracekitError
+from tracekit.errors import InputError, ParameterError, TracekitError
 from tracekit.io.base import ReadOptions
 from tracekit.quality import DataQuality
 from tracekit.schema import LINE_COLUMN, TS_DTYPE, canonical_topology, empty_samples, host_from_gpu
@@ -65,6 +65,35 @@ class GpuArrays:
             "ts": pl.Series("ts", self.ts_ns).cast(pl.Datetime("ns", "UTC")),
             "power_w": pl.Series("power_w", self.power_w, dtype=pl.Float32),
         })
+
+
+def slice_by_time(traceset: "TraceSet", since, until) -> tuple["TraceSet", dict]:
+    """(``traceset`` restricted to ``since <= ts < until``, the ``time_range`` report).
+
+    ``since``/``until``: an ISO 8601 time (UTC unless it has an offset), ``+DURATION``
+    after the first sample, ns since the epoch, a datetime, or None (open).  The
+    report's ``_total`` is the sample count before slicing."""
+    import datetime as dt
+
+    from tracekit.units import parse_time_ns
+
+    origin = traceset.first_ts_ns() or 0
+
+    def ns(value, what: str):
+        if value is None:
+            return None
+        if isinstance(value, dt.datetime):
+            return parse_time_ns(value.isoformat(), origin_ns=origin, what=what)
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        return parse_time_ns(value, origin_ns=origin, what=what)
+
+    s, e = ns(since, "--since"), ns(until, "--until")
+    iso = (lambda v: None if v is None else np.datetime64(v, "ns").astype(str) + "Z")
+    if s is not None and e is not None and e <= s:
+        raise ParameterError(f"--until {iso(e)} is not after --since {iso(s)}")
+    total = traceset.n_samples
+    return traceset.time_slice(s, e), {"since": iso(s), "until": iso(e), "_total": total}
 
 
 def level_groups(gpus: list[str], topology: pl.DataFrame, level: str) -> tuple[list[str], np.ndarray, list[list[str]]]:

@@ -74,3 +74,11 @@ def parse_time_ns(text: str, *, origin_ns: int, what: str = "time") -> int:
         t = t.replace(tzinfo=dt.timezone.utc)
     delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
     return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def format_size(n_bytes: float) -> str:
+    """``1.2 GiB``, ``95 MiB``, ``12 KiB`` (binary units)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}" if unit == "GiB" else f"{n_bytes / scale:.0f} {unit}"
+    return f"{n_bytes:.0f} B"

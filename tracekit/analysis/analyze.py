@@ -30,7 +30,7 @@ from tracekit.analysis.partial import ArraySource, Context, Merger, analysis_tas
 from tracekit.engine.memory import release_freed_memory
 from tracekit.engine.stream import DEFAULT_MEMORY_LIMIT, plan_batches, run_ordered
 from tracekit.errors import ParameterError
-from tracekit.traceset import periods_frame
+from tracekit.traceset import periods_frame, slice_by_time
 
 Workload = Literal["auto", "training", "inference"]
 DEFAULT_WINDOWS_S = (0.1, 1.0, 2.0, 5.0, 60.0)
@@ -163,7 +163,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     warnings: list[str] = list(traceset.quality.warnings)
     time_range = None
     if opts.since is not None or opts.until is not None:
-        traceset, time_range = _time_slice(traceset, opts.since, opts.until)
+        traceset, time_range = slice_by_time(traceset, opts.since, opts.until)
     topology = traceset.topology
     gpus = traceset.index.gpus if not traceset.loaded and traceset.index is not None else traceset.arrays().gpus
     memory_limit = opts.memory_limit_bytes or DEFAULT_MEMORY_LIMIT
@@ -364,31 +364,6 @@ _PASS1_BYTES_PER_SAMPLE = 16.0
 _PASS2_BYTES_PER_SAMPLE = 24.0
 #: Held whatever the batching: interpreter, libraries, compiled kernels.
 _BASE_BYTES = 400 * 2**20
-
-
-def _time_slice(traceset, since, until):
-    """(the TraceSet restricted to [since, until), the ``time_range`` report)."""
-    import datetime as dt
-
-    from tracekit.units import parse_time_ns
-
-    origin = traceset.first_ts_ns() or 0
-
-    def ns(value, what: str):
-        if value is None:
-            return None
-        if isinstance(value, dt.datetime):
-            return parse_time_ns(value.isoformat(), origin_ns=origin, what=what)
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-        return parse_time_ns(value, origin_ns=origin, what=what)
-
-    s, e = ns(since, "--since"), ns(until, "--until")
-    iso = (lambda v: None if v is None else np.datetime64(v, "ns").astype(str) + "Z")
-    if s is not None and e is not None and e <= s:
-        raise ParameterError(f"--until {iso(e)} is not after --since {iso(s)}")
-    total = traceset.n_samples
-    return traceset.time_slice(s, e), {"since": iso(s), "until": iso(e), "_total": total}
 
 
 def _streaming(traceset, opts: AnalyzeOptions, client, memory_limit: int) -> bool:

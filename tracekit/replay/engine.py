@@ -41,6 +41,7 @@ not report the missing GPUs as a power dip.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -48,6 +49,8 @@ import numpy as np
 import polars as pl
 
 from tracekit.engine.memory import release_freed_memory
+from tracekit.traceset import slice_by_time
+from tracekit.units import format_size
 from tracekit.errors import ParameterError, PolicyError
 from tracekit.kernels import replay as K
 from tracekit.replay.model import PowerModel, gpu_models
@@ -104,6 +107,9 @@ class ReplayOptions:
     model_params: dict | None = None
     max_rounds: int = 12
     workers: int | None = None
+    since: str | int | None = None
+    until: str | int | None = None
+    memory_limit_bytes: int | None = None
 
 
 @dataclass
@@ -1039,6 +1045,27 @@ def pareto_front(entries: list[dict]) -> list[str]:
     return front
 
 
+#: Bytes a replay holds per sample (input, labels, replayed trace, grid and per-window
+#: temporaries; measured ~55 B/sample at 30.7 M samples, benches/bench_replay.py).
+REPLAY_BYTES_PER_SAMPLE = 60
+
+
+def _check_memory(traceset, limit_bytes: int | None) -> None:
+    """Refuse a replay that would not fit in memory (it holds the whole trace; unlike
+    analyze it does not stream): one line naming the size and the ways out."""
+    if limit_bytes is None:
+        try:
+            limit_bytes = int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            return
+    need = traceset.n_samples * REPLAY_BYTES_PER_SAMPLE
+    if need > limit_bytes:
+        raise ParameterError(
+            f"replay holds the whole trace in memory: ~{format_size(need)} for {traceset.n_samples:,} samples, "
+            f"over the limit of {format_size(limit_bytes)}; replay a time slice (--since/--until) or raise "
+            "--memory-limit")
+
+
 def replay(traceset, *, cap=None, lock_mhz=None, smoothing=None, storage=None, scope=None,
            options: ReplayOptions | None = None, keep_traces: bool = True,
            on_trace: Callable[[str, GpuArrays], None] | None = None,
@@ -1104,6 +1131,10 @@ def replay(traceset, *, cap=None, lock_mhz=None, smoothing=None, storage=None, s
     if opts.workload not in ("auto", "training", "inference"):
         raise ParameterError(f"workload must be auto, training or inference, got {opts.workload!r}")
     step = progress or (lambda name: None)
+    time_range = None
+    if opts.since is not None or opts.until is not None:
+        traceset, time_range = slice_by_time(traceset, opts.since, opts.until)
+    _check_memory(traceset, opts.memory_limit_bytes)
     any_policy = cap is not None or lock_mhz is not None or smoothing is not None or storage is not None
     policies = build_policies(cap=cap, lock_mhz=lock_mhz, smoothing=smoothing, storage=storage, scope=scope) \
         if any_policy else []
@@ -1138,6 +1169,9 @@ def replay(traceset, *, cap=None, lock_mhz=None, smoothing=None, storage=None, s
         iterations = {"count": ctx.iterations.count, "period_s": round(ctx.iterations.period_s, 6),
                       "mean_iteration_s": round(float(ctx.iterations.period_ns.mean()) / 1e9, 6)}
     dataset = traceset.dataset_summary()
+    if time_range is not None:
+        time_range["samples_outside"] = time_range.pop("_total") - dataset["samples"]
+        dataset["time_range"] = time_range
     dataset["resolution_ms"] = round(ctx.resolution_s * 1e3, 6)
     return Replay(dataset=dataset, workload=ctx.workload, options=opts, models=models, iterations=iterations,
                   results=results, warnings=list(dict.fromkeys(ctx.warnings)), _ctx=ctx)
