@@ -413,3 +413,17 @@ def test_uneven_gpus_stream_the_same(training, tmp_path):
     ref = analyze(tracekit.open(out), engine="memory")
     for kw in ({"batch_gpus": 3}, {"window_groups": 1, "batch_gpus": 7}, {"window_groups": 2, "read_rows": 500}):
         assert_same(ref, analyze(tracekit.open(out), engine="stream", **kw))
+
+
+def test_info_streams_the_statistics_of_a_large_dataset(small_groups, monkeypatch):
+    """``info`` of a dataset over the in-memory threshold streams pass 1 (time windows
+    included) instead of loading it, with the same per-GPU statistics."""
+    import tracekit.traceset as T
+
+    want = tracekit.open(small_groups).gpu_periods()
+    monkeypatch.setattr(T, "STREAM_ABOVE_BYTES", 1)
+    ts = tracekit.open(small_groups)
+    got = ts._streamed_periods(budget_bytes=20_000)  # below one GPU's rows: windows
+    assert got.equals(want)
+    assert ts.info()["dataset"] == tracekit.open(small_groups).info()["dataset"]
+    assert not ts.loaded

@@ -19,6 +19,12 @@ from tracekit.quality import DataQuality
 from tracekit.schema import LINE_COLUMN, TS_DTYPE, canonical_topology, empty_samples, host_from_gpu
 from tracekit.specs import find_gpu_spec
 
+#: A canonical dataset whose samples would take more than this in memory (at
+#: ``IN_MEMORY_BYTES_PER_SAMPLE``) is never loaded whole by ``info``: its per-GPU
+#: statistics are streamed.  (``analyze`` has its own ``--memory-limit``.)
+STREAM_ABOVE_BYTES = 2 * 2**30
+IN_MEMORY_BYTES_PER_SAMPLE = 40
+
 #: Files in a trace folder that are not traces.
 SKIP_SUFFIXES = {".md", ".txt", ".rst", ".json.schema", ".py", ".toml", ".yaml", ".yml", ".html", ".png"}
 TOPOLOGY_NAMES = {"topology.csv", "topology.parquet"}
@@ -207,6 +213,9 @@ class TraceSet:
         """Per GPU: samples, start, end, median sampling period and effective update
         period (median time between changes of the power value, ms), and mean, min
         and peak power of its finite samples."""
+        if self._periods is None and not self.loaded and self.index is not None \
+                and self.n_samples * IN_MEMORY_BYTES_PER_SAMPLE > STREAM_ABOVE_BYTES:
+            self._periods = self._streamed_periods()
         if self._periods is None:
             from tracekit.kernels.stats import gpu_sampling
 
@@ -248,6 +257,27 @@ class TraceSet:
         np.cumsum(np.bincount(gpu_of_row[keep], minlength=len(a.gpus)), out=offsets[1:])
         arrays = GpuArrays(a.gpus, offsets, a.ts_ns[keep], a.power_w[keep], a.topology)
         return TraceSet(None, self.topology, self.quality, self.sources, self.path, self.manifest, arrays=arrays)
+
+    def _streamed_periods(self, budget_bytes: float = 256 * 2**20) -> pl.DataFrame:
+        """:meth:`gpu_periods` of a dataset too large to load: pass 1 of the streaming
+        analysis (GPU batches, time windows for long GPUs) without keeping the samples."""
+        from tracekit.analysis.partial import merge_sampling, sampling_task
+        from tracekit.engine.stream import plan_batches, run_ordered
+
+        idx = self.index
+        per_sample = 16.0
+        costs = np.minimum(idx.gpu_rows * per_sample, budget_bytes / 8)
+        batches = plan_batches(costs, np.zeros((len(idx.gpus), 0), dtype=np.int64), budget_bytes)
+        rows_per_group = float(idx.rg_rows.max()) if len(idx.rg_rows) else 1.0
+        args = []
+        for b in batches:
+            window = None
+            if idx.gpu_rows[b].sum() * per_sample > budget_bytes:
+                window = max(1, int(budget_bytes // (len(b) * rows_per_group * per_sample)))
+            args.append((idx, b, window, int(budget_bytes / 4 / per_sample)))
+        st, _ = merge_sampling(list(run_ordered(sampling_task, args)), len(idx.gpus))
+        st.pop("gpu_hist")
+        return periods_frame(idx.gpus, st)
 
     def set_periods(self, periods: pl.DataFrame) -> None:
         """Use per-GPU sampling statistics computed elsewhere (the streaming pass)."""
