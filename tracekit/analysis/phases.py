@@ -111,10 +111,10 @@ def workload_from_histogram(counts: np.ndarray) -> str:
     share of the time; training's power sits at two levels (the high one holding
     most of the time) with the rest in transitions.
     """
-    centers = histogram_bin_centers(bin_w=BIN_W, n_bins=len(counts))
     keep = counts > 0
-    if keep.sum() < 3:
+    if keep.sum() < 3:  # also an empty histogram (no finite power at all)
         return "training"
+    centers = histogram_bin_centers(bin_w=BIN_W, n_bins=len(counts))
     lv = kmeans_1d(centers[keep], counts[keep].astype(np.float64), 3)
     share = lv.weights / lv.weights.sum()
     c = lv.centers_w
