@@ -345,8 +345,6 @@ def test_cli_tiny_memory_limit_streams_the_same(grouped, capfd, args):
         assert json.dumps(got[key], sort_keys=True) == json.dumps(ref[key], sort_keys=True, default=str)
 
 
-@pytest.mark.xfail(strict=True, reason="times outside the int64 ns range (years < 1678 or > 2261) end in "
-                                       "'internal error: OverflowError' (parse_time_ns / slice_by_time)")
 @pytest.mark.parametrize("args", [["--since", "9999-12-31T23:59:59"], ["--until", "0001-01-01T00:00:00"],
                                   ["--since", "+999999999d"]])
 def test_cli_times_out_of_range(grouped, capfd, args):
@@ -354,9 +352,6 @@ def test_cli_times_out_of_range(grouped, capfd, args):
     assert code == 2 and err.count("\n") == 1 and err.startswith("tracekit: error:"), err
 
 
-@pytest.mark.xfail(strict=True, reason="analyze() does not check batch_gpus, workers, window_groups, "
-                                       "memory_limit_bytes or engine: bad values crash, run silently or "
-                                       "give an unrelated error")
 @pytest.mark.parametrize("option, kw", [
     ("batch_gpus", {"engine": "stream", "batch_gpus": -1}),  # ValueError in plan_batches
     ("batch_gpus", {"engine": "memory", "batch_gpus": -1}),  # AttributeError: no batch, no cluster series
@@ -370,18 +365,12 @@ def test_bad_analyze_options(grouped, option, kw):
         analyze(tracekit.open(grouped), **kw)
 
 
-@pytest.mark.xfail(strict=True, reason="streamed, a slice without samples reports 'no samples to analyze "
-                                       "(every row was excluded; ...)' (analyze's n_samples == 0 check runs "
-                                       "before the time-range check), not 'no samples between --since ...'")
 def test_empty_slice_message_when_streaming(grouped):
     last = int(DatasetIndex(grouped).rg_t1.max())
     with pytest.raises(ParameterError, match="no samples between --since"):
         analyze(tracekit.open(grouped), engine="stream", since=last + 10**9)
 
 
-@pytest.mark.xfail(strict=True, reason="find_stragglers sorts by median_late_ms only, after a group_by "
-                                       "without maintain_order: tied GPUs come in hash order, so the "
-                                       "straggler list differs between runs and engines")
 def test_stragglers_with_equal_lateness_are_ordered():
     from tracekit.analysis.iterations import find_stragglers
 

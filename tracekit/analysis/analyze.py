@@ -159,6 +159,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         if not hasattr(opts, k):
             raise ParameterError(f"unknown analyze option {k!r}")
         setattr(opts, k, v)
+    _check_options(opts)
     step = progress or (lambda name: None)
     warnings: list[str] = list(traceset.quality.warnings)
     time_range = None
@@ -175,7 +176,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     if streaming:
         source = traceset.index
         if traceset.n_samples == 0:
-            raise ParameterError("no samples to analyze (every row was excluded; see tracekit info)")
+            raise _no_samples(time_range)
         keys = np.zeros((len(gpus), 0), dtype=np.int64)
         budget = _batch_budget(memory_limit, workers, client)
         cost1 = np.minimum(source.gpu_rows * _PASS1_BYTES_PER_SAMPLE, budget / 8)
@@ -190,8 +191,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     if time_range is not None:
         analyzed = int(traceset.gpu_periods().get_column("samples").sum()) if traceset.n_samples else 0
         if analyzed == 0:
-            raise ParameterError(f"no samples between --since {time_range['since'] or '(open)'} and --until "
-                                 f"{time_range['until'] or '(open)'}")
+            raise _no_samples(time_range)
         time_range["samples_outside"] = time_range.pop("_total") - analyzed
     sample_period_s, effective_period_s = traceset.median_periods_s("analyze")
     periods = traceset.gpu_periods()
@@ -364,6 +364,25 @@ _PASS1_BYTES_PER_SAMPLE = 16.0
 _PASS2_BYTES_PER_SAMPLE = 24.0
 #: Held whatever the batching: interpreter, libraries, compiled kernels.
 _BASE_BYTES = 400 * 2**20
+
+
+def _no_samples(time_range: dict | None) -> ParameterError:
+    if time_range is None:
+        return ParameterError("no samples to analyze (every row was excluded; see tracekit info)")
+    return ParameterError(f"no samples between --since {time_range['since'] or '(open)'} and --until "
+                          f"{time_range['until'] or '(open)'}")
+
+
+def _check_options(opts: AnalyzeOptions) -> None:
+    """One-line errors for option values no analysis can use (the CLI checks its own)."""
+    if opts.workload not in ("auto", "training", "inference"):
+        raise ParameterError(f"workload must be auto, training or inference, got {opts.workload!r}")
+    if opts.engine not in ("auto", "memory", "stream"):
+        raise ParameterError(f"engine must be auto, memory or stream, got {opts.engine!r}")
+    for name in ("batch_gpus", "workers", "window_groups", "read_rows", "memory_limit_bytes"):
+        v = getattr(opts, name)
+        if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1):
+            raise ParameterError(f"{name} must be a positive integer, got {v!r}")
 
 
 def _streaming(traceset, opts: AnalyzeOptions, client, memory_limit: int) -> bool:

@@ -114,4 +114,5 @@ def find_stragglers(per_gpu_iter: pl.DataFrame, *, min_late_s: float | None = No
         (pl.col("late_s") > min_late_s).mean().alias("late_share"),
         (pl.col("late_s").median() * 1e3).alias("median_late_ms"),
     )
-    return per_gpu.filter(pl.col("late_share") >= min_share).sort("median_late_ms", descending=True)
+    return (per_gpu.filter(pl.col("late_share") >= min_share)
+            .sort(["median_late_ms", "gpu"], descending=[True, False]))  # ties by name: deterministic
