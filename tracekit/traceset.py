@@ -81,7 +81,7 @@ def slice_by_time(traceset: "TraceSet", since, until) -> tuple["TraceSet", dict]
     report's ``_total`` is the sample count before slicing."""
     import datetime as dt
 
-    from tracekit.units import _ns_in_range, parse_time_ns
+    from tracekit.units import ns_in_range, parse_time_ns
 
     origin = traceset.first_ts_ns() or 0
 
@@ -91,7 +91,7 @@ def slice_by_time(traceset: "TraceSet", since, until) -> tuple["TraceSet", dict]
         if isinstance(value, dt.datetime):
             return parse_time_ns(value.isoformat(), origin_ns=origin, what=what)
         if isinstance(value, (int, np.integer)):
-            return _ns_in_range(int(value), value, what)
+            return ns_in_range(int(value), value, what)
         return parse_time_ns(value, origin_ns=origin, what=what)
 
     s, e = ns(since, "--since"), ns(until, "--until")

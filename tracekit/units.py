@@ -67,7 +67,7 @@ def parse_time_ns(text: str, *, origin_ns: int, what: str = "time") -> int:
         offset_s = parse_duration_s(s[1:], what=what)
         if offset_s < 0:
             raise ParameterError(f"{what} {text!r}: +DURATION must not be negative")
-        return _ns_in_range(origin_ns + round(offset_s * 1e9), text, what)
+        return ns_in_range(origin_ns + round(offset_s * 1e9), text, what)
     try:
         t = dt.datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -76,14 +76,14 @@ def parse_time_ns(text: str, *, origin_ns: int, what: str = "time") -> int:
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
     delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return _ns_in_range((delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000, text, what)
+    return ns_in_range((delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000, text, what)
 
 
 #: Nanosecond timestamps are int64: 1677-09-21 .. 2262-04-11.
 _NS_MIN, _NS_MAX = -(2**63) + 1, 2**63 - 1
 
 
-def _ns_in_range(ns: int, text, what: str) -> int:
+def ns_in_range(ns: int, text, what: str) -> int:
     if not _NS_MIN <= ns <= _NS_MAX:
         raise ParameterError(f"{what} {text!r} is outside the times a nanosecond timestamp holds "
                              "(1677-09-21 .. 2262-04-11)")
