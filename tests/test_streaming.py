@@ -427,3 +427,13 @@ def test_info_streams_the_statistics_of_a_large_dataset(small_groups, monkeypatc
     assert got.equals(want)
     assert ts.info()["dataset"] == tracekit.open(small_groups).info()["dataset"]
     assert not ts.loaded
+
+
+def test_engine_memory_refuses_what_would_not_fit(training, monkeypatch):
+    import tracekit.engine.memory as M
+
+    monkeypatch.setattr(M, "ram_bytes", lambda: 2**20)
+    with pytest.raises(ParameterError, match=r"--engine memory would hold ~\S+ \S+ for 92,142 samples, over 80 % "
+                                             r"of this machine's 1 MiB; use --engine auto \(streams it\)"):
+        analyze(tracekit.open(training), engine="memory")
+    assert analyze(tracekit.open(training), engine="auto").dataset["engine"]["mode"] == "memory"  # 2 GiB limit

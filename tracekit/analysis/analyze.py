@@ -393,6 +393,15 @@ def _streaming(traceset, opts: AnalyzeOptions, client, memory_limit: int) -> boo
             raise ParameterError("streaming and --scheduler need a canonical dataset: convert the trace first "
                                  "(tracekit convert SRC DST)")
         return True
+    if opts.engine == "memory" and can:
+        from tracekit.engine.memory import ram_bytes
+        from tracekit.units import format_size
+
+        need, ram = traceset.n_samples * 40 + _BASE_BYTES, ram_bytes()
+        if ram and need > 0.8 * ram:
+            raise ParameterError(f"--engine memory would hold ~{format_size(need)} for {traceset.n_samples:,} "
+                                 f"samples, over 80 % of this machine's {format_size(ram)}; use --engine auto "
+                                 "(streams it)")
     if opts.engine == "memory" or not can:
         return False
     # in memory: ts + power (12 B), labels and temporaries (~28 B) per sample

@@ -252,7 +252,7 @@ class GpuDetector:
             self.labels.append(lab)
         label_histogram(power, lab, self.hist, bin_w=BIN_W)
         base = self.builder.n_seen
-        seg = self.builder.push(ts, power, lab)
+        seg = self.builder.push(ts, power, lab, check_sorted=False)  # the labeler checked these times
         self._closed(seg, ts, base)
         self.prev_last_ts = int(ts[-1])
 

@@ -49,3 +49,13 @@ def _malloc_trim():
 
 
 _MALLOC_TRIM = False
+
+
+def ram_bytes() -> int | None:
+    """Physical memory of this machine (None where the OS does not say)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -434,10 +434,10 @@ class SegmentBuilder:
         self._last_ts: int | None = None
         self._finished = False
 
-    def _run(self, func: str, ts_ns, power_w, labels, final: bool) -> Segments:
+    def _run(self, func: str, ts_ns, power_w, labels, final: bool, check_sorted: bool = True) -> Segments:
         if self._finished:
             raise ParameterError(f"{func}: the builder is finished; create a new one")
-        ts = ts_array(func, "ts_ns", ts_ns)
+        ts = ts_array(func, "ts_ns", ts_ns, check_sorted=check_sorted)
         power = float_array(func, "power_w", power_w)
         lab = _label_array(func, labels)
         n = same_length(func, ts_ns=ts, power_w=power, labels=lab)
@@ -467,9 +467,13 @@ class SegmentBuilder:
         """Samples pushed so far."""
         return int(self.state_i[_S_N_SEEN])
 
-    def push(self, ts_ns, power_w, labels) -> Segments:
-        """Add a chunk (times, power, labels); return the segments that closed."""
-        return self._run("SegmentBuilder.push", ts_ns, power_w, labels, False)
+    def push(self, ts_ns, power_w, labels, *, check_sorted: bool = True) -> Segments:
+        """Add a chunk (times, power, labels); return the segments that closed.
+
+        ``check_sorted=False`` skips the scan for decreasing times when the caller
+        has made it already (the same times went through :class:`HysteresisLabeler`).
+        """
+        return self._run("SegmentBuilder.push", ts_ns, power_w, labels, False, check_sorted)
 
     def finish(self) -> Segments:
         """End of stream: close the open segment."""

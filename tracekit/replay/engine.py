@@ -41,14 +41,13 @@ not report the missing GPUs as a power dip.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import numpy as np
 import polars as pl
 
-from tracekit.engine.memory import release_freed_memory
+from tracekit.engine.memory import ram_bytes, release_freed_memory
 from tracekit.traceset import slice_by_time
 from tracekit.units import format_size
 from tracekit.errors import ParameterError, PolicyError
@@ -1054,10 +1053,10 @@ def _check_memory(traceset, limit_bytes: int | None) -> None:
     """Refuse a replay that would not fit in memory (it holds the whole trace; unlike
     analyze it does not stream): one line naming the size and the ways out."""
     if limit_bytes is None:
-        try:
-            limit_bytes = int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-        except (ValueError, OSError, AttributeError):
+        ram = ram_bytes()
+        if ram is None:
             return
+        limit_bytes = int(0.8 * ram)
     need = traceset.n_samples * REPLAY_BYTES_PER_SAMPLE
     if need > limit_bytes:
         raise ParameterError(
