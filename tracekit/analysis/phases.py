@@ -261,12 +261,17 @@ class GpuDetector:
             return self.prev_last_ts
         return int(ts[idx - base])
 
+    def _start_times(self, start_idx: np.ndarray, ts: np.ndarray, base: int) -> np.ndarray:
+        """Times of segment starts given as stream indices: in this push's ``ts``
+        (from ``base``), its carried sample (``base - 1``), or earlier (the open segment)."""
+        out = ts[np.clip(start_idx - base, 0, max(len(ts) - 1, 0))] if len(ts) else np.zeros(len(start_idx),
+                                                                                                dtype=np.int64)
+        out = np.where(start_idx == base - 1, self.prev_last_ts if self.prev_last_ts is not None else 0, out)
+        return np.where(start_idx < base - 1, self.open_ts if self.open_ts is not None else 0, out).astype(np.int64)
+
     def _closed(self, seg, ts: np.ndarray, base: int) -> None:
-        for j in range(len(seg.label)):
-            start = int(seg.start_idx[j])
-            # a start before this push's samples and its carried one: the open segment
-            self.starts.append(self.open_ts if start < base - 1 else self._time_of(start, ts, base))
         if len(seg.label):
+            self.starts.append(self._start_times(seg.start_idx, ts, base))
             self.segments.append(seg)
         o = self.builder.open_start_idx
         if o >= 0 and o >= base - 1:
@@ -277,12 +282,12 @@ class GpuDetector:
         self._consume(self.pending_ts, self.pending_power, tail)
         base = self.builder.n_seen
         last_seg = self.builder.finish()  # the open segment, if any
-        for start in last_seg.start_idx:  # it may start at the carried last sample
-            self.starts.append(self.prev_last_ts if int(start) == base - 1 else self.open_ts)
+        # it may start at the carried last sample (base - 1) or earlier
+        self.starts.append(self._start_times(last_seg.start_idx, np.zeros(0, dtype=np.int64), base))
         self.segments.append(last_seg)
         cat = {f: np.concatenate([getattr(x, f) for x in self.segments])
                for f in ("label", "mean_w", "peak_w", "energy_j", "covered_s")}
-        starts = np.array(self.starts, dtype=np.int64)
+        starts = np.concatenate(self.starts) if self.starts else np.zeros(0, dtype=np.int64)
         ends = np.append(starts[1:], self.last_ts + self.params.last_hold_ns)
         frame = {
             "gpu": np.full(len(starts), self.gpu, dtype=np.int64),
