@@ -66,8 +66,11 @@ def test_killed_worker_is_retried(dataset, cluster, local, tmp_path):
 
     class KillOnce(WorkerPlugin):  # a local class: cloudpickle ships it by value
         def transition(self, key, start, finish, **kw):
-            if finish == "executing" and "analysis_task" in str(key) and not os.path.exists(marker):
-                open(marker, "w").close()
+            if finish == "executing" and "analysis_task" in str(key):
+                try:  # O_EXCL: of two workers starting tasks at once, one only is killed
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    return
                 os._exit(1)
 
     with Client(cluster.scheduler_address) as client:
