@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from tracekit.engine.stream import DEFAULT_MEMORY_LIMIT
 from tracekit.errors import InputError, ParameterError, TracekitError
 from tracekit.io.base import ReadOptions
 from tracekit.quality import DataQuality
@@ -22,7 +23,7 @@ from tracekit.specs import find_gpu_spec
 #: A canonical dataset whose samples would take more than this in memory (at
 #: ``IN_MEMORY_BYTES_PER_SAMPLE``) is never loaded whole by ``info``: its per-GPU
 #: statistics are streamed.  (``analyze`` has its own ``--memory-limit``.)
-STREAM_ABOVE_BYTES = 2 * 2**30
+STREAM_ABOVE_BYTES = DEFAULT_MEMORY_LIMIT
 IN_MEMORY_BYTES_PER_SAMPLE = 40
 
 #: Files in a trace folder that are not traces.
@@ -261,23 +262,11 @@ class TraceSet:
     def _streamed_periods(self, budget_bytes: float = 256 * 2**20) -> pl.DataFrame:
         """:meth:`gpu_periods` of a dataset too large to load: pass 1 of the streaming
         analysis (GPU batches, time windows for long GPUs) without keeping the samples."""
-        from tracekit.analysis.partial import merge_sampling, sampling_task
-        from tracekit.engine.stream import plan_batches, run_ordered
+        from tracekit.analysis.partial import run_sampling
 
-        idx = self.index
-        per_sample = 16.0
-        costs = np.minimum(idx.gpu_rows * per_sample, budget_bytes / 8)
-        batches = plan_batches(costs, np.zeros((len(idx.gpus), 0), dtype=np.int64), budget_bytes)
-        rows_per_group = float(idx.rg_rows.max()) if len(idx.rg_rows) else 1.0
-        args = []
-        for b in batches:
-            window = None
-            if idx.gpu_rows[b].sum() * per_sample > budget_bytes:
-                window = max(1, int(budget_bytes // (len(b) * rows_per_group * per_sample)))
-            args.append((idx, b, window, int(budget_bytes / 4 / per_sample)))
-        st, _ = merge_sampling(list(run_ordered(sampling_task, args)), len(idx.gpus))
+        st, _ = run_sampling(self.index, budget_bytes)
         st.pop("gpu_hist")
-        return periods_frame(idx.gpus, st)
+        return periods_frame(self.index.gpus, st)
 
     def set_periods(self, periods: pl.DataFrame) -> None:
         """Use per-GPU sampling statistics computed elsewhere (the streaming pass)."""

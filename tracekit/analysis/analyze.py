@@ -26,11 +26,22 @@ from tracekit.analysis import phases as ph
 from tracekit.analysis import swings as sw
 from tracekit.analysis.iterations import autocorr_period_s, find_stragglers, iteration_table
 from tracekit.analysis.rules import Rule, Violation
-from tracekit.analysis.partial import ArraySource, Context, Merger, analysis_task, merge_sampling, plan_groups, sampling_task
+from tracekit.analysis.partial import (
+    PASS2_BYTES_PER_SAMPLE,
+    ArraySource,
+    Context,
+    Merger,
+    analysis_task,
+    balanced_budget,
+    plan_groups,
+    run_sampling,
+    window_groups,
+)
+from tracekit.engine.local import cost_ranges, default_workers
 from tracekit.engine.memory import release_freed_memory
 from tracekit.engine.stream import DEFAULT_MEMORY_LIMIT, plan_batches, run_ordered
 from tracekit.errors import ParameterError
-from tracekit.traceset import periods_frame, slice_by_time
+from tracekit.traceset import IN_MEMORY_BYTES_PER_SAMPLE, periods_frame, slice_by_time
 
 Workload = Literal["auto", "training", "inference"]
 DEFAULT_WINDOWS_S = (0.1, 1.0, 2.0, 5.0, 60.0)
@@ -177,15 +188,9 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         source = traceset.index
         if traceset.n_samples == 0:
             raise _no_samples(time_range)
-        keys = np.zeros((len(gpus), 0), dtype=np.int64)
         budget = _batch_budget(memory_limit, workers, client)
-        cost1 = np.minimum(source.gpu_rows * _PASS1_BYTES_PER_SAMPLE, budget / 8)
-        batches1 = plan_batches(cost1, keys, _balanced(budget, cost1, workers, client), max_gpus=opts.batch_gpus)
-        windows1 = _window_groups(source, batches1, budget, _PASS1_BYTES_PER_SAMPLE, opts.window_groups)
-        rows1 = opts.read_rows or max(1, int(budget / 4 / _PASS1_BYTES_PER_SAMPLE))
-        parts = list(run_ordered(sampling_task, [(source, b, w, rows1) for b, w in zip(batches1, windows1)],
-                                 workers=workers, client=client))
-        st, pooled = merge_sampling(parts, len(gpus))
+        st, pooled = run_sampling(source, budget, workers=workers, client=client, batch_gpus=opts.batch_gpus,
+                                  forced_windows=opts.window_groups, read_rows=opts.read_rows)
         gpu_hist = st.pop("gpu_hist")
         traceset.set_periods(periods_frame(gpus, st))
     if time_range is not None:
@@ -240,19 +245,17 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     windows = [None]
     if streaming:
         ctx.gpu_hist = gpu_hist
-        ctx.max_rows = opts.read_rows or max(1, int(budget / 4 / _PASS2_BYTES_PER_SAMPLE))
+        ctx.max_rows = opts.read_rows or max(1, int(budget / 4 / PASS2_BYTES_PER_SAMPLE))
         keys = np.stack([ctx.group_of[lv] for lv in levels], axis=1)
         host_size = np.bincount(ctx.group_of["host"] if "host" in levels else np.zeros(len(gpus), dtype=np.int64))
         per_gpu_grid = grid.n_cells * 32.0 / host_size[ctx.group_of["host"] if "host" in levels else 0]
-        cost2 = np.minimum(source.gpu_rows * _PASS2_BYTES_PER_SAMPLE, budget / 8) + per_gpu_grid
-        batches = plan_batches(cost2, keys, _balanced(budget, cost2, workers, client), max_gpus=opts.batch_gpus)
+        cost2 = np.minimum(source.gpu_rows * PASS2_BYTES_PER_SAMPLE, budget / 8) + per_gpu_grid
+        batches = plan_batches(cost2, keys, balanced_budget(budget, cost2, workers, client), max_gpus=opts.batch_gpus)
         grid_bytes = [float(per_gpu_grid[b].sum()) for b in batches]
-        windows = [_window_groups(source, [b], budget - gb, _PASS2_BYTES_PER_SAMPLE, opts.window_groups)[0]
+        windows = [window_groups(source, [b], budget - gb, PASS2_BYTES_PER_SAMPLE, opts.window_groups)[0]
                    for b, gb in zip(batches, grid_bytes)]
         # the grid series are held per open group whatever the batching: warn when they
         # alone would pass the limit (a long trace at a fine resolution)
-        from tracekit.engine.local import default_workers
-
         in_flight = 1 if client is not None else (workers or default_workers())
         series_bytes = grid.n_cells * 16.0
         fixed = series_bytes * (2 + sum(len(ctx.group_names[lv]) > 1 for lv in levels) + 4 * in_flight)
@@ -262,8 +265,6 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
                             f"({memory_limit / 2**20:,.0f} MiB): use a coarser --resolution or a larger limit")
     else:
         source = ArraySource(traceset.arrays())
-        from tracekit.engine.local import cost_ranges, default_workers
-
         ranges = cost_ranges(source.gpu_rows, (workers or default_workers()) * (2 if opts.batch_gpus else 1))
         batches = [np.arange(a, b) for a, b in ranges]
         if opts.batch_gpus:
@@ -358,10 +359,6 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     )
 
 
-#: Estimated bytes held per sample of a batch: pass 1 (ts, power, Arrow buffers while
-#: copying) and pass 2 (plus per-GPU labels, detection temporaries, shifted times).
-_PASS1_BYTES_PER_SAMPLE = 16.0
-_PASS2_BYTES_PER_SAMPLE = 24.0
 #: Held whatever the batching: interpreter, libraries, compiled kernels.
 _BASE_BYTES = 400 * 2**20
 
@@ -397,49 +394,28 @@ def _streaming(traceset, opts: AnalyzeOptions, client, memory_limit: int) -> boo
         from tracekit.engine.memory import ram_bytes
         from tracekit.units import format_size
 
-        need, ram = traceset.n_samples * 40 + _BASE_BYTES, ram_bytes()
+        need, ram = _in_memory_bytes(traceset), ram_bytes()
         if ram and need > 0.8 * ram:
             raise ParameterError(f"--engine memory would hold ~{format_size(need)} for {traceset.n_samples:,} "
                                  f"samples, over 80 % of this machine's {format_size(ram)}; use --engine auto "
                                  "(streams it)")
     if opts.engine == "memory" or not can:
         return False
-    # in memory: ts + power (12 B), labels and temporaries (~28 B) per sample
-    return traceset.n_samples * 40 + _BASE_BYTES > memory_limit
+    return _in_memory_bytes(traceset) > memory_limit
+
+
+def _in_memory_bytes(traceset) -> int:
+    """What reading the whole trace would hold: ts + power (12 B), labels and
+    temporaries (~28 B) per sample, and the fixed base."""
+    return traceset.n_samples * IN_MEMORY_BYTES_PER_SAMPLE + _BASE_BYTES
 
 
 def _batch_budget(memory_limit: int, workers: int | None, client) -> float:
-    from tracekit.engine.local import default_workers
-
     if client is not None:  # the limit holds per worker process: its threads run a task each
         in_flight = max(client.nthreads().values(), default=1)
     else:  # the threads' batches and one finished batch waiting to be merged
         in_flight = (workers or default_workers()) + 1
     return max(memory_limit - _BASE_BYTES, 64 * 2**20) * 0.7 / in_flight
-
-
-def _balanced(budget: float, costs: np.ndarray, workers: int | None, client) -> float:
-    """The batch budget, lowered so every worker thread gets about four batches
-    (load balance: the last batches do not leave threads idle)."""
-    from tracekit.engine.local import default_workers
-
-    threads = sum(client.nthreads().values()) if client is not None else (workers or default_workers())
-    return min(budget, max(float(np.sum(costs)) / (4 * max(threads, 1)), 1.0))
-
-
-def _window_groups(index, batches, budget: float, bytes_per_sample: float, forced: int | None) -> list:
-    """Per batch: row groups per GPU per time window, or None to read the batch at once
-    (when it fits in ``budget``)."""
-    out = []
-    rows_per_group = float(index.rg_rows.max()) if len(index.rg_rows) else 1.0
-    for b in batches:
-        if forced:
-            out.append(int(forced))
-        elif index.gpu_rows[b].sum() * bytes_per_sample <= budget:
-            out.append(None)
-        else:
-            out.append(max(1, int(budget // (len(b) * rows_per_group * bytes_per_sample))))
-    return out
 
 
 def _context(dparams, grid, opts: AnalyzeOptions, gpus: list[str], topology: pl.DataFrame, shift_ns: np.ndarray,

@@ -110,6 +110,53 @@ def sampling_task(source, gpus, window_groups: int | None = None, max_rows: int 
     return st
 
 
+#: Estimated bytes held per sample of a batch: pass 1 (ts, power, Arrow buffers while
+#: copying) and pass 2 (plus per-GPU labels, detection temporaries, shifted times).
+PASS1_BYTES_PER_SAMPLE = 16.0
+PASS2_BYTES_PER_SAMPLE = 24.0
+
+
+def balanced_budget(budget: float, costs: np.ndarray, workers: int | None = None, client=None) -> float:
+    """The batch budget, lowered so every worker thread gets about four batches
+    (load balance: the last batches do not leave threads idle)."""
+    from tracekit.engine.local import default_workers
+
+    threads = sum(client.nthreads().values()) if client is not None else (workers or default_workers())
+    return min(budget, max(float(np.sum(costs)) / (4 * max(threads, 1)), 1.0))
+
+
+def window_groups(index, batches, budget: float, bytes_per_sample: float, forced: int | None = None) -> list:
+    """Per batch: row groups per GPU per time window, or None to read the batch at once
+    (when it fits in ``budget``)."""
+    out = []
+    rows_per_group = float(index.rg_rows.max()) if len(index.rg_rows) else 1.0
+    for b in batches:
+        if forced:
+            out.append(int(forced))
+        elif index.gpu_rows[b].sum() * bytes_per_sample <= budget:
+            out.append(None)
+        else:
+            out.append(max(1, int(budget // (len(b) * rows_per_group * bytes_per_sample))))
+    return out
+
+
+def run_sampling(index, budget: float, *, workers: int | None = None, client=None, batch_gpus: int | None = None,
+                 forced_windows: int | None = None, read_rows: int | None = None) -> tuple[dict, np.ndarray]:
+    """Pass 1 over a dataset (:class:`tracekit.io.dataset.DatasetIndex`) in batches of
+    about ``budget`` bytes: :func:`merge_sampling` of the :func:`sampling_task` parts
+    (``forced_windows``, ``read_rows``: see :class:`tracekit.analysis.analyze.AnalyzeOptions`)."""
+    from tracekit.engine.stream import plan_batches, run_ordered
+
+    costs = np.minimum(index.gpu_rows * PASS1_BYTES_PER_SAMPLE, budget / 8)
+    batches = plan_batches(costs, np.zeros((len(index.gpus), 0), dtype=np.int64),
+                           balanced_budget(budget, costs, workers, client), max_gpus=batch_gpus)
+    windows = window_groups(index, batches, budget, PASS1_BYTES_PER_SAMPLE, forced_windows)
+    rows = read_rows or max(1, int(budget / 4 / PASS1_BYTES_PER_SAMPLE))
+    parts = run_ordered(sampling_task, [(index, b, w, rows) for b, w in zip(batches, windows)], workers=workers,
+                        client=client)
+    return merge_sampling(list(parts), len(index.gpus))
+
+
 def merge_sampling(parts: list[dict], n_gpus: int) -> tuple[dict, np.ndarray]:
     """Per-GPU statistics in GPU order (with ``gpu_hist``: each GPU's histogram) and
     the pooled histogram from pass-1 parts."""
