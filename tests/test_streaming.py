@@ -437,3 +437,14 @@ def test_engine_memory_refuses_what_would_not_fit(training, monkeypatch):
                                              r"of this machine's 1 MiB; use --engine auto \(streams it\)"):
         analyze(tracekit.open(training), engine="memory")
     assert analyze(tracekit.open(training), engine="auto").dataset["engine"]["mode"] == "memory"  # 2 GiB limit
+
+
+def test_keyword_options_leave_the_callers_options_alone(training):
+    from tracekit.analysis.analyze import AnalyzeOptions
+
+    opts = AnalyzeOptions()
+    got = analyze(tracekit.open(training), opts, windows_s=(1.0,), engine="stream")
+    assert list(got.levels["cluster"]["cluster"]["swing"]) == ["1s"]
+    assert opts.windows_s == AnalyzeOptions().windows_s and opts.engine == "auto"
+    with pytest.raises(ParameterError, match=r"unknown analyze option 'bogus'; known: \['align', "):
+        analyze(tracekit.open(training), bogus=1)

@@ -41,6 +41,7 @@ from tracekit.engine.local import cost_ranges, default_workers
 from tracekit.engine.memory import release_freed_memory
 from tracekit.engine.stream import DEFAULT_MEMORY_LIMIT, plan_batches, run_ordered
 from tracekit.errors import ParameterError
+from tracekit.options import with_overrides
 from tracekit.traceset import IN_MEMORY_BYTES_PER_SAMPLE, periods_frame, slice_by_time
 
 Workload = Literal["auto", "training", "inference"]
@@ -165,11 +166,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
 
     if not isinstance(traceset, TraceSet):
         traceset = open_trace(traceset)
-    opts = options or AnalyzeOptions()
-    for k, v in kw.items():
-        if not hasattr(opts, k):
-            raise ParameterError(f"unknown analyze option {k!r}")
-        setattr(opts, k, v)
+    opts = with_overrides(options, AnalyzeOptions, kw, "analyze")
     _check_options(opts)
     step = progress or (lambda name: None)
     warnings: list[str] = list(traceset.quality.warnings)

@@ -51,6 +51,7 @@ from tracekit.engine.memory import ram_bytes, release_freed_memory
 from tracekit.traceset import slice_by_time
 from tracekit.units import format_size
 from tracekit.errors import ParameterError, PolicyError
+from tracekit.options import with_overrides
 from tracekit.kernels import replay as K
 from tracekit.replay.model import PowerModel, gpu_models
 from tracekit.replay.policy import Policy, build_policies
@@ -1120,11 +1121,7 @@ def replay(traceset, *, cap=None, lock_mhz=None, smoothing=None, storage=None, s
         from tracekit.traceset import open_trace
 
         traceset = open_trace(traceset)
-    opts = options or ReplayOptions()
-    for k, v in kw.items():
-        if not hasattr(opts, k):
-            raise ParameterError(f"unknown replay option {k!r}; known: {sorted(ReplayOptions.__dataclass_fields__)}")
-        setattr(opts, k, v)
+    opts = with_overrides(options, ReplayOptions, kw, "replay")
     if opts.sync not in ("auto", "on", "off"):
         raise ParameterError(f"sync must be auto, on or off, got {opts.sync!r}")
     if opts.workload not in ("auto", "training", "inference"):
