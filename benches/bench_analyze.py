@@ -52,6 +52,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _util import emit, load_avg
+
 from tracekit.engine.memory import peak_rss_mib
 
 WINDOWS = (("100ms", 0.1), ("1s", 1.0), ("2s", 2.0), ("5s", 5.0), ("60s", 60.0))
@@ -66,10 +68,6 @@ def rss_mib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
-
-
-def load_avg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def dataset_dir(data_dir: Path, gpus: int, seconds: float, rate_hz: float, seed: int) -> Path:
@@ -461,10 +459,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "warmup_s" in tk:
         summary["warm_cache_load_s"] = round(tk["warmup_s"], 3)
     report["summary"] = summary
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(report, Path(args.json) if args.json else None)
     return report
 
 

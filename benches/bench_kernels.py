@@ -45,7 +45,9 @@ gpu_sampling.  Prints one JSON document.
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
+
+from _util import emit
 import os
 import platform
 import time
@@ -254,11 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "load_avg_end": [round(x, 2) for x in os.getloadavg()]},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    emit(report, Path(args.json) if args.json else None)
     return report
 
 

@@ -37,12 +37,13 @@ points + 1) and PELT label runs (adjacent segments with the same level merged). 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+
+from _util import emit
 
 import numpy as np
 
@@ -283,10 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ruptures": rpt.__version__,
                     "load_avg_start": load_start, "load_avg_end": [round(x, 2) for x in os.getloadavg()]},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(report, Path(args.json) if args.json else None)
     return report
 
 

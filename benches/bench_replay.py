@@ -43,6 +43,8 @@ import json
 import time
 from pathlib import Path
 
+from _util import emit
+
 SCENARIOS = {
     "train_cap500": ("train", dict(cap=500)),
     "train_cap500_rack": ("train", dict(cap=500, scope="rack=rack01")),
@@ -191,10 +193,7 @@ def main() -> None:
             del r
         del ts
     results["peak_rss_mib"] = round(peak_rss_mib(), 1)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit(results, Path(args.json) if args.json else None)
 
 
 if __name__ == "__main__":

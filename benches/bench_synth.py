@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _util import emit
+
 import numpy as np
 
 from tracekit.engine.memory import peak_rss_mib
@@ -146,10 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["write"] = json.loads(proc.stdout)
     result["peak_rss_mib"] = peak_rss_mib()
     result["rss_at_start_mib"] = rss_start
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(result, Path(args.json) if args.json else None)
     return result
 
 
