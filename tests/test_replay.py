@@ -285,20 +285,30 @@ def test_zoh_energy_matches_naive():
     assert e[0] == pytest.approx(naive_energy(ts, p, 5 * MS, MS), rel=1e-12)
 
 
-def test_level_series_equals_aggregate_all():
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_level_series_equals_each_level_alone(workers):
+    """Racks and the cluster summed from host rows (and hosts summed in place) equal
+    each level aggregated on its own from the GPUs, for any number of batches."""
     from tracekit.analysis import aggregate as agg
+    from tracekit.engine.local import set_workers
     from tracekit.replay.engine import level_series
 
     ts = _traceset(training(gpus=40, seconds=4, seed=2, hosts_per_rack=2, drop_fraction=0.01, gaps=1))
     a = ts.arrays()
     grid = agg.make_grid(a, 0.001)
-    ref, ref_peaks, _ = agg.aggregate_all(a, grid, 5.0, levels=("cluster", "rack", "host"), heatmap_columns=0)
-    got, peaks = level_series(a, grid, 5.0)
-    assert peaks == ref_peaks
+    set_workers(workers)
+    try:
+        got, peaks = level_series(a, grid, 5.0)
+    finally:
+        set_workers(None)
+    assert list(got) == ["host", "rack", "cluster"]
     for level in ("cluster", "rack", "host"):
-        assert got[level].groups == ref[level].groups
-        np.testing.assert_allclose(got[level].power_w, ref[level].power_w, rtol=1e-12, equal_nan=True)
-        np.testing.assert_allclose(got[level].coverage, ref[level].coverage, rtol=1e-12, atol=1e-12)
+        ref = agg.aggregate(a, grid, 5.0, level=level)
+        assert got[level].groups == ref.groups
+        np.testing.assert_allclose(got[level].power_w, ref.power_w, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(got[level].coverage, ref.coverage, rtol=1e-12, atol=1e-12)
+    _, ref_peaks, _ = agg.aggregate_all(a, grid, 5.0, levels=("cluster",), heatmap_columns=0)
+    assert peaks == ref_peaks
 
 
 # --------------------------------------------------------------------------- identity and invariants

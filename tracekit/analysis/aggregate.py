@@ -122,17 +122,20 @@ def aggregate_all(
         per = int(np.ceil(grid.n_cells / cols))
 
     def batch(lo: int, hi: int):
+        # only the batch's own rows: a batch never holds (or zeroes) every row's cells
+        rows, local = np.unique(row_of_gpu[lo:hi], return_inverse=True)
         s0, s1 = arrays.offsets[lo], arrays.offsets[hi]
-        return grid_cell_means(arrays.ts_ns[s0:s1], arrays.power_w[s0:s1], arrays.offsets[lo: hi + 1] - s0,
-                               row_of_gpu[lo:hi], tg, n_rows=n_rows, max_gap_ns=int(max_gap_s * 1e9),
-                               hold_ns=grid.hold_ns, heat_per=per)
+        return rows, grid_cell_means(arrays.ts_ns[s0:s1], arrays.power_w[s0:s1], arrays.offsets[lo: hi + 1] - s0,
+                                     local.reshape(-1), tg, n_rows=len(rows), max_gap_ns=int(max_gap_s * 1e9),
+                                     hold_ns=grid.hold_ns, heat_per=per)
 
     parts = map_ranges(batch, np.diff(arrays.offsets))
-    mean_sum = parts[0].mean_sum_w
-    time_sum = parts[0].gpu_time_s
-    for more in parts[1:]:
-        mean_sum += more.mean_sum_w
-        time_sum += more.gpu_time_s
+    mean_sum = np.zeros((n_rows, grid.n_cells))
+    time_sum = np.zeros((n_rows, grid.n_cells))
+    for rows, part in parts:  # in GPU order: the sums do not depend on the batching
+        mean_sum[rows] += part.mean_sum_w
+        time_sum[rows] += part.gpu_time_s
+    parts = [part for _, part in parts]
     peak_w = np.concatenate([p.peak_w for p in parts])
     peaks = dict(zip(arrays.gpus, peak_w.tolist()))
     heatmap = None
@@ -143,20 +146,26 @@ def aggregate_all(
             heat = np.where(c > 0, e / c, np.nan)
         t = grid.t0_ns + np.arange(heat.shape[1], dtype=np.int64) * per * grid.step_ns
         heatmap = {"gpus": list(arrays.gpus), "t_ns": t, "power_w": heat}
-    power, gpu_time = {}, {}
-    for lv, (names, _, _) in groupings.items():
-        power[lv] = np.zeros((len(names), grid.n_cells))
-        gpu_time[lv] = np.zeros((len(names), grid.n_cells))
-        for r in range(n_rows):
-            g = group_of_row[lv][r]
-            power[lv][g] += mean_sum[r]
-            gpu_time[lv][g] += time_sum[r]
+    # a level whose groups are the rows themselves (hosts, usually) takes the row sums
+    # in place; it comes last, after the coarser levels have summed them
+    finest = [lv for lv in levels if len(groupings[lv][0]) == n_rows
+              and np.array_equal(group_of_row[lv], np.arange(n_rows))][:1]
     series = {}
-    for lv, (names, _, members) in groupings.items():
+    for lv in [lv for lv in levels if lv not in finest] + finest:
+        names, _, members = groupings[lv]
+        if lv in finest:
+            power, gpu_time = mean_sum, time_sum
+        else:
+            power = np.zeros((len(names), grid.n_cells))
+            gpu_time = np.zeros((len(names), grid.n_cells))
+            for r in range(n_rows):
+                g = group_of_row[lv][r]
+                power[g] += mean_sum[r]
+                gpu_time[g] += time_sum[r]
+        power[gpu_time <= 0] = np.nan
         sizes = np.array([len(m) for m in members], dtype=np.float64)[:, None]
-        coverage = gpu_time[lv] / (sizes * grid.step_s)  # >= 0; np.clip is several times slower
-        np.minimum(coverage, 1.0, out=coverage)
-        p = power[lv]
-        p[gpu_time[lv] <= 0] = np.nan
-        series[lv] = LevelSeries(lv, names, members, p, coverage)
+        coverage = np.divide(gpu_time, sizes * grid.step_s, out=gpu_time)  # in place: GPU-seconds not kept
+        np.minimum(coverage, 1.0, out=coverage)  # >= 0; np.clip is several times slower
+        series[lv] = LevelSeries(lv, names, members, power, coverage)
+    series = {lv: series[lv] for lv in levels}
     return series, peaks, heatmap

@@ -82,10 +82,15 @@ def _histogram(power: np.ndarray, hi_w: float) -> tuple[np.ndarray, np.ndarray]:
 def pooled_histogram(power: np.ndarray) -> np.ndarray:
     """Counts of ``power`` in 1 W bins from 0 up to 1 % above its finite maximum
     (histograms of parts add up after zero-padding to the longest)."""
+    return histogram_and_max(power)[0]
+
+
+def histogram_and_max(power: np.ndarray) -> tuple[np.ndarray, float]:
+    """:func:`pooled_histogram` of ``power`` and its finite maximum (NaN if none)."""
     finite_max = np.fmax.reduce(power) if len(power) else np.nan  # NaN (no warning) when all NaN
     if not np.isfinite(finite_max):
-        return np.zeros(0, dtype=np.int64)
-    return _histogram(power, float(finite_max) * 1.01 + BIN_W)[0]
+        return np.zeros(0, dtype=np.int64), np.nan
+    return _histogram(power, float(finite_max) * 1.01 + BIN_W)[0], float(finite_max)
 
 
 def add_histograms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -95,12 +100,6 @@ def add_histograms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = a.copy()
     out[: len(b)] += b
     return out
-
-
-def choose_workload(arrays: GpuArrays) -> str:
-    """``training`` or ``inference`` from the pooled power histogram of all GPUs
-    (see :func:`workload_from_histogram`)."""
-    return workload_from_histogram(pooled_histogram(arrays.power_w))
 
 
 def workload_from_histogram(counts: np.ndarray) -> str:
@@ -201,8 +200,10 @@ class GpuDetector:
     what one chunk gives.
     """
 
-    def __init__(self, params: DetectParams, counts: np.ndarray, gpu_index: int, keep_labels: bool = False):
+    def __init__(self, params: DetectParams, counts: np.ndarray, gpu_index: int, keep_labels: bool = False,
+                 phase_hist: bool = True):
         self.params = params
+        self.phase_hist = phase_hist
         self.gpu = gpu_index
         k = params.k
         keep = counts > 0
@@ -250,7 +251,8 @@ class GpuDetector:
             lab = np.where(lab >= 0, lab + self.shift, lab).astype(np.int8)
         if self.labels is not None:
             self.labels.append(lab)
-        label_histogram(power, lab, self.hist, bin_w=BIN_W)
+        if self.phase_hist:
+            label_histogram(power, lab, self.hist, bin_w=BIN_W)
         base = self.builder.n_seen
         seg = self.builder.push(ts, power, lab, check_sorted=False)  # the labeler checked these times
         self._closed(seg, ts, base)
@@ -304,24 +306,41 @@ class GpuDetector:
 
 
 def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sample_period_s: float,
-           min_dwell_s: float | None = None) -> Detection:
+           min_dwell_s: float | None = None, phase_hist: bool = True) -> Detection:
     """Levels, labels and segments for every GPU (``min_dwell_s`` defaults to
-    :func:`default_min_dwell_s`)."""
+    :func:`default_min_dwell_s`); ``phase_hist=False`` skips the per-phase power
+    histograms (``Detection.phase_hist`` stays zero: no phase p99)."""
+    from tracekit.engine.local import map_ranges
+
+    # each GPU's 1 W histogram once: pooled it picks the workload, alone it gives the
+    # GPU's levels (as the streaming pass 1 does)
+    def histograms(lo: int, hi: int):
+        return [histogram_and_max(arrays.gpu(i)[1]) for i in range(lo, hi)]
+
+    per_gpu = [h for batch in map_ranges(histograms, np.diff(arrays.offsets)) for h in batch]
+    hists = [h for h, _ in per_gpu]
+    pooled = np.zeros(0, dtype=np.int64)
+    for h in hists:
+        pooled = add_histograms(pooled, h)
     if workload == "auto":
-        workload = choose_workload(arrays)
-    finite_max = float(np.nanmax(arrays.power_w)) if len(arrays.power_w) else 0.0
+        workload = workload_from_histogram(pooled)
+    maxima = [m for _, m in per_gpu if np.isfinite(m)]
+    finite_max = max(maxima) if maxima else 0.0
     params = detect_params(workload, max_power_w=finite_max, effective_period_s=effective_period_s,
                            sample_period_s=sample_period_s, min_dwell_s=min_dwell_s)
     labels = np.full(len(arrays.ts_ns), -1, dtype=np.int8)
 
     def one_gpu(i: int):
         ts, power = arrays.gpu(i)
-        res = detect_gpu(ts, power, params, i)
-        if res is not None:
-            labels[arrays.offsets[i]: arrays.offsets[i + 1]] = res.labels
+        if len(ts) == 0:
+            return None
+        det = GpuDetector(params, hists[i], i, keep_labels=True, phase_hist=phase_hist)
+        if det.levels is None:
+            return None
+        det.push(ts, power)
+        res = det.finish()
+        labels[arrays.offsets[i]: arrays.offsets[i + 1]] = res.labels
         return res
-
-    from tracekit.engine.local import map_ranges
 
     batches = map_ranges(lambda lo, hi: [one_gpu(i) for i in range(lo, hi)], np.diff(arrays.offsets))
     results = [r for batch in batches for r in batch]

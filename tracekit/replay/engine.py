@@ -323,7 +323,7 @@ def build_context(traceset, options: ReplayOptions, progress: Callable[[str], No
 
     progress("phases")
     det = ph.detect(arrays, workload=options.workload, effective_period_s=max(effective_period_s, sample_period_s),
-                    sample_period_s=sample_period_s)
+                    sample_period_s=sample_period_s, phase_hist=False)
     lowest = {}
     if det.gpu_levels.height and f"level_{det.names[0]}_w" in det.gpu_levels.columns:
         for gpu, v in zip(det.gpu_levels.get_column("gpu").to_list(),
@@ -602,7 +602,8 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
     window_ns = int(round(ctx.options.cap_window_s * 1e9))
     common = dict(window_ns=window_ns, max_gap_ns=ctx.max_gap_ns, hold_ns=ctx.hold_ns, clock_mhz=ctx.clock_mhz,
                   workers=ctx.options.workers, out_power=None if keep else ws.get("power", np.float32),
-                  out_ts=None if keep else ws.get("ts", np.int64))
+                  out_ts=None if keep else ws.get("ts", np.int64),
+                  check_sorted=False)  # a TraceSet's arrays are sorted per GPU
     it = ctx.iterations
     workers = ctx.options.workers
 
@@ -671,29 +672,15 @@ def replay_clocks(ctx: Context, res: Resolved, ws: Workspace, keep: bool) -> Clo
 # --------------------------------------------------------------------------- figures
 
 
+#: Levels a replay reports (groups and swings): hosts, racks and the cluster.
+LEVELS = ("host", "rack", "cluster")
+
+
 def level_series(arrays: GpuArrays, grid, max_gap_s: float) -> tuple[dict, dict]:
-    """Host, rack and cluster series on ``grid`` (:func:`tracekit.analysis.aggregate.
-    aggregate_all` for hosts; racks and the cluster are sums of their hosts, a host
-    lying in one rack), and each GPU's peak cell mean."""
+    """Host, rack and cluster series on ``grid`` and each GPU's peak cell mean."""
     from tracekit.analysis import aggregate as agg
 
-    series, peaks, _ = agg.aggregate_all(arrays, grid, max_gap_s, levels=("host",), heatmap_columns=0)
-    hosts = series["host"]
-    host_names, host_of_gpu, _ = arrays.groups("host")
-    sizes = np.array([len(m) for m in hosts.members], dtype=np.float64)
-    gpu_time = hosts.coverage * sizes[:, None]  # GPU-cells covered
-    power = np.nan_to_num(hosts.power_w, nan=0.0)
-    for level in ("rack", "cluster"):
-        names, group_of_gpu, members = arrays.groups(level)
-        member = np.zeros((len(names), len(host_names)))
-        member[group_of_gpu, host_of_gpu] = 1.0
-        time_sum = member @ gpu_time
-        p = member @ power
-        p[time_sum <= 0] = np.nan
-        n = np.array([len(m) for m in members], dtype=np.float64)[:, None]
-        coverage = time_sum / n  # >= 0; np.clip is several times slower
-        np.minimum(coverage, 1.0, out=coverage)
-        series[level] = agg.LevelSeries(level, names, members, p, coverage)
+    series, peaks, _ = agg.aggregate_all(arrays, grid, max_gap_s, levels=LEVELS, heatmap_columns=0)
     return series, peaks
 
 
