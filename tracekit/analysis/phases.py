@@ -201,9 +201,10 @@ class GpuDetector:
     """
 
     def __init__(self, params: DetectParams, counts: np.ndarray, gpu_index: int, keep_labels: bool = False,
-                 phase_hist: bool = True):
+                 phase_hist: bool = True, check_sorted: bool = True):
         self.params = params
         self.phase_hist = phase_hist
+        self.check_sorted = check_sorted
         self.gpu = gpu_index
         k = params.k
         keep = counts > 0
@@ -235,7 +236,7 @@ class GpuDetector:
     def push(self, ts: np.ndarray, power: np.ndarray) -> None:
         if len(ts) == 0:
             return
-        lab = self.labeler.push(ts, power)
+        lab = self.labeler.push(ts, power, check_sorted=self.check_sorted)
         if len(self.pending_ts):
             ts = np.concatenate([self.pending_ts, ts])
             power = np.concatenate([self.pending_power, power])
@@ -334,7 +335,8 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
         ts, power = arrays.gpu(i)
         if len(ts) == 0:
             return None
-        det = GpuDetector(params, hists[i], i, keep_labels=True, phase_hist=phase_hist)
+        det = GpuDetector(params, hists[i], i, keep_labels=True, phase_hist=phase_hist,
+                          check_sorted=False)  # GpuArrays are sorted per GPU
         if det.levels is None:
             return None
         det.push(ts, power)

@@ -248,12 +248,14 @@ class HysteresisLabeler:
         """Samples whose label may still change."""
         return len(self._tail)
 
-    def push(self, ts_ns: NDArray[np.int64], power_w: NDArray[np.floating]) -> NDArray[np.int8]:
-        """Label the next chunk; return the labels that are now final."""
+    def push(self, ts_ns: NDArray[np.int64], power_w: NDArray[np.floating],
+             check_sorted: bool = True) -> NDArray[np.int8]:
+        """Label the next chunk; return the labels that are now final (``check_sorted``
+        False: the times are known to be sorted, e.g. a TraceSet's)."""
         func = "HysteresisLabeler.push"
         if self._finished:
             raise ParameterError(f"{func}: the labeler is finished; create a new one")
-        ts = ts_array(func, "ts_ns", ts_ns)
+        ts = ts_array(func, "ts_ns", ts_ns, check_sorted=check_sorted)
         power = float_array(func, "power_w", power_w)
         n = same_length(func, ts_ns=ts, power_w=power)
         if n and self._last_ts is not None and ts[0] < self._last_ts:

@@ -1224,6 +1224,7 @@ def smooth_power(
     up_w_per_s: NDArray[np.float64],
     down_w_per_s: NDArray[np.float64],
     workers: int | None = None,
+    check_sorted: bool = True,
 ) -> NDArray[np.float32]:
     """GPU power smoothing: the least signal at or above both the power and the floor
     whose sample-to-sample rise is at most ``up_w_per_s`` and fall at most
@@ -1238,7 +1239,8 @@ def smooth_power(
     power = float_array(func, "power_w", power_w)
     n = same_length(func, ts_ns=ts, power_w=power)
     off = _check_csr(func, offsets, n)
-    check_sorted_runs(func, "ts_ns", ts, off)
+    if check_sorted:  # skip only for times already checked (a TraceSet's, or replayed from them)
+        check_sorted_runs(func, "ts_ns", ts, off)
     n_gpus = off.size - 1
     fl = float64_array(func, "floor_w", floor_w)
     up = float64_array(func, "up_w_per_s", up_w_per_s)

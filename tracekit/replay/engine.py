@@ -700,8 +700,10 @@ def _stats(x: np.ndarray) -> dict:
             "min_w": round(float(v.min()), 3), "p99_w": round(float(np.quantile(v, 0.99)), 3)}
 
 
-def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | None = None) -> dict:
-    """Cluster figures, per-rack/host stats, and the cluster series of a (replayed) trace."""
+def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | None = None,
+            gpu_energy_j: np.ndarray | None = None) -> dict:
+    """Cluster figures, per-rack/host stats, and the cluster series of a (replayed) trace
+    (``gpu_energy_j``: each GPU's energy, when already computed)."""
     from tracekit.analysis import aggregate as agg
     from tracekit.analysis import swings as sw
 
@@ -757,8 +759,10 @@ def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | N
         group_rows.append({"level": "host", "group": name, **_stats(_masked(hosts.power_w[i], hosts.coverage[i]))})
     groups = pl.DataFrame(group_rows, schema={"level": pl.String, "group": pl.String, "peak_w": pl.Float64,
                                               "mean_w": pl.Float64, "min_w": pl.Float64, "p99_w": pl.Float64})
-    energy_j, _ = K.zoh_energy(arrays.ts_ns, arrays.power_w, arrays.offsets, max_gap_ns=ctx.max_gap_ns,
-                               hold_ns=ctx.hold_ns)
+    energy_j = gpu_energy_j
+    if energy_j is None:
+        energy_j, _ = K.zoh_energy(arrays.ts_ns, arrays.power_w, arrays.offsets, max_gap_ns=ctx.max_gap_ns,
+                                   hold_ns=ctx.hold_ns)
     starts = arrays.ts_ns[arrays.offsets[:-1][np.diff(arrays.offsets) > 0]]
     ends = arrays.ts_ns[arrays.offsets[1:][np.diff(arrays.offsets) > 0] - 1] + ctx.hold_ns
     cluster_power = pl.DataFrame({"ts": grid.times(), "power_w": cluster_w, "coverage": coverage})
@@ -876,11 +880,16 @@ def _run_policy(ctx: Context, res: Resolved, base_meas: dict, base_entry: dict, 
     power = cr.power_w
     ts = cr.ts_ns
     smooth = None
+    energy_j = None
     if res.smoothing:
-        before, _ = K.zoh_energy(ts, power, arrays.offsets, max_gap_ns=ctx.max_gap_ns, hold_ns=ctx.hold_ns)
+        if power is arrays.power_w:  # no clock policy: the baseline's energy
+            before = base_meas["gpu_energy_j"]
+        else:
+            before, _ = K.zoh_energy(ts, power, arrays.offsets, max_gap_ns=ctx.max_gap_ns, hold_ns=ctx.hold_ns)
         power = K.smooth_power(ts, power, arrays.offsets, floor_w=res.floor_w, up_w_per_s=res.up_w_per_s,
-                               down_w_per_s=res.down_w_per_s, workers=ctx.options.workers)
+                               down_w_per_s=res.down_w_per_s, workers=ctx.options.workers, check_sorted=False)
         after, _ = K.zoh_energy(ts, power, arrays.offsets, max_gap_ns=ctx.max_gap_ns, hold_ns=ctx.hold_ns)
+        energy_j = after
         sel = res.selected
         extra_j = float(after[sel].sum() - before[sel].sum())
         smooth = {"energy_overhead_j": round(extra_j, 3),
@@ -888,7 +897,7 @@ def _run_policy(ctx: Context, res: Resolved, base_meas: dict, base_entry: dict, 
                   if before[sel].sum() > 0 else None}
     out = GpuArrays(arrays.gpus, arrays.offsets, ts, power, arrays.topology)
     storage = (res.policy.storage, res.storage_racks) if res.policy.storage is not None else None
-    meas = measure(ctx, out, storage)
+    meas = measure(ctx, out, storage, gpu_energy_j=energy_j)
     entry = _entry(res.policy.label(), meas, {}, ctx)
     entry.update(_clock_figures(ctx, res, cr))
     _slowdown(ctx, res, cr, meas, base_meas, entry)
@@ -916,22 +925,30 @@ def _per_gpu_swing(ctx: Context, arrays: GpuArrays, sel: np.ndarray, window_s: f
     samples, largest window) as W and % of TDP, over the selected GPUs."""
     from tracekit.kernels.windows import window_swing
 
-    lows, pct = [], []
-    for i in np.flatnonzero(sel):
+    from tracekit.engine.local import map_ranges
+
+    def largest_swing(i: int) -> float | None:
         ts, p = arrays.gpu(i)
         if len(ts) < 3:
-            continue
+            return None
         step = float(np.median(np.diff(ts))) / 1e9
         cells = max(2, int(round(window_s / step))) if step > 0 else 2
         if cells >= len(p):
             cells = len(p) - 1
         s = window_swing(np.asarray(p, dtype=np.float64), cells)
         s = s[np.isfinite(s)]
-        if len(s) == 0:
+        return float(s.max()) if len(s) else None
+
+    chosen = np.flatnonzero(sel)
+    swings = [x for part in map_ranges(lambda lo, hi: [largest_swing(i) for i in chosen[lo:hi]],
+                                       np.diff(arrays.offsets)[chosen]) for x in part]
+    lows, pct = [], []
+    for i, top in zip(chosen, swings):
+        if top is None:
             continue
-        lows.append(float(s.max()))
+        lows.append(top)
         if np.isfinite(ctx.tdp_w[i]) and ctx.tdp_w[i] > 0:
-            pct.append(float(100 * float(s.max()) / ctx.tdp_w[i]))
+            pct.append(float(100 * top / ctx.tdp_w[i]))
     return {"min_gpu_swing_w": round(min(lows), 3) if lows else None,
             "min_gpu_swing_pct_of_tdp": round(min(pct), 3) if pct else None,
             "gpu_swing_window_s": window_s}
