@@ -133,8 +133,12 @@ def aggregate_all(
     mean_sum = np.zeros((n_rows, grid.n_cells))
     time_sum = np.zeros((n_rows, grid.n_cells))
     for rows, part in parts:  # in GPU order: the sums do not depend on the batching
-        mean_sum[rows] += part.mean_sum_w
-        time_sum[rows] += part.gpu_time_s
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # the usual case: a slice, added in place
+            mean_sum[rows[0]: rows[-1] + 1] += part.mean_sum_w
+            time_sum[rows[0]: rows[-1] + 1] += part.gpu_time_s
+        else:
+            mean_sum[rows] += part.mean_sum_w
+            time_sum[rows] += part.gpu_time_s
     parts = [part for _, part in parts]
     peak_w = np.concatenate([p.peak_w for p in parts])
     peaks = dict(zip(arrays.gpus, peak_w.tolist()))

@@ -1089,8 +1089,8 @@ def group_window_power(windows: NDArray[np.float64], win_offsets: NDArray[np.int
 
 
 @kernel
-def _row_tails_kernel(ts_ns, offsets, gpu_of_row, azn, max_gap_ns, hold_ns, out):
-    for r in range(azn.shape[0]):
+def _row_tails_kernel(ts_ns, offsets, gpu_of_row, azn, max_gap_ns, hold_ns, r_lo, r_hi, out):
+    for r in range(r_lo, r_hi):
         b = offsets[gpu_of_row[r] + 1]
         tc = 0.0
         tg = 0.0
@@ -1112,8 +1112,13 @@ def row_tails(ts_ns: NDArray[np.int64], offsets: NDArray[np.int64], rows_offsets
     roff = _check_csr(func, rows_offsets, azn.shape[0], "rows_offsets")
     gpu = np.repeat(np.arange(off.size - 1), np.diff(roff)).astype(np.int64)
     out = np.zeros((azn.shape[0], 2))
-    _row_tails_kernel(ts, off, gpu, azn, int_param(func, "max_gap_ns", max_gap_ns, minimum=0),
-                      int_param(func, "hold_ns", hold_ns, minimum=0), out)
+    max_gap = int_param(func, "max_gap_ns", max_gap_ns, minimum=0)
+    hold = int_param(func, "hold_ns", hold_ns, minimum=0)
+
+    def run(lo: int, hi: int) -> None:  # GPUs lo..hi-1: their rows
+        _row_tails_kernel(ts, off, gpu, azn, max_gap, hold, roff[lo], roff[hi], out)
+
+    _run_ranges(run, off, None)
     return out
 
 

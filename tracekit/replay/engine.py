@@ -289,8 +289,11 @@ def _iterations(arrays: GpuArrays, segments: pl.DataFrame, period_s: float, max_
     np.maximum.at(base_end, all_group, lag + compute)
     crit = np.full(n_groups, -1, dtype=np.int64)
     end = lag + compute
-    for r in np.argsort(end, kind="stable"):
-        crit[all_group[r]] = r  # the last one written holds the largest end
+    # per group the row with the largest end (ties: the last row)
+    order = np.lexsort((np.arange(len(end)), end, all_group))
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = all_group[order[1:]] != all_group[order[:-1]]
+    crit[all_group[order[last]]] = order[last]
     offsets = np.zeros(len(arrays.gpus) + 1, dtype=np.int64)
     np.cumsum(np.bincount(all_g, minlength=len(arrays.gpus)), out=offsets[1:])
     azn = np.stack([all_a, all_z, all_n], axis=1)
@@ -774,7 +777,7 @@ def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | N
         "cluster_power": cluster_power,
         "storage": storage_out,
         "storage_frame": storage_frame,
-        "max_gpu_peak_w": float(np.nanmax(arrays.power_w)) if arrays.n_samples else None,
+        "max_gpu_peak_w": float(np.fmax.reduce(arrays.power_w)) if arrays.n_samples else None,
     }
 
 
