@@ -309,6 +309,17 @@ def test_level_series_equals_each_level_alone(workers):
         np.testing.assert_allclose(got[level].coverage, ref.coverage, rtol=1e-12, atol=1e-12)
     _, ref_peaks, _ = agg.aggregate_all(a, grid, 5.0, levels=("cluster",), heatmap_columns=0)
     assert peaks == ref_peaks
+    # hosts against each GPU's own cells (the energy-mode kernel): sum of cell means
+    names, host_of_gpu, _ = a.groups("host")
+    want = np.zeros((len(names), grid.n_cells))
+    seen = np.zeros((len(names), grid.n_cells), dtype=bool)
+    for i in range(len(a.gpus)):
+        e, c = agg.gpu_cells(a, i, grid, 5.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            want[host_of_gpu[i]] += np.where(c > 0, e / c, 0.0)
+        seen[host_of_gpu[i]] |= c > 0
+    want[~seen] = np.nan
+    np.testing.assert_allclose(got["host"].power_w, want, rtol=1e-9, equal_nan=True)
 
 
 # --------------------------------------------------------------------------- identity and invariants

@@ -109,7 +109,7 @@ def aggregate_all(
     is then a sum of rows.  GPUs are split into cost-balanced batches run on threads
     (the kernel releases the GIL); batches are merged in order.
     """
-    from tracekit.engine.local import map_ranges
+    from tracekit.engine.local import default_workers, map_ranges
     from tracekit.kernels.grid import grid_cell_means
 
     levels = tuple(levels)
@@ -121,25 +121,41 @@ def aggregate_all(
         cols = min(heatmap_columns, grid.n_cells)
         per = int(np.ceil(grid.n_cells / cols))
 
-    def batch(lo: int, hi: int):
-        # only the batch's own rows: a batch never holds (or zeroes) every row's cells
-        rows, local = np.unique(row_of_gpu[lo:hi], return_inverse=True)
-        s0, s1 = arrays.offsets[lo], arrays.offsets[hi]
-        return rows, grid_cell_means(arrays.ts_ns[s0:s1], arrays.power_w[s0:s1], arrays.offsets[lo: hi + 1] - s0,
-                                     local.reshape(-1), tg, n_rows=len(rows), max_gap_ns=int(max_gap_s * 1e9),
-                                     hold_ns=grid.hold_ns, heat_per=per)
-
-    parts = map_ranges(batch, np.diff(arrays.offsets))
+    costs = np.diff(arrays.offsets)
     mean_sum = np.zeros((n_rows, grid.n_cells))
     time_sum = np.zeros((n_rows, grid.n_cells))
-    for rows, part in parts:  # in GPU order: the sums do not depend on the batching
-        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # the usual case: a slice, added in place
-            mean_sum[rows[0]: rows[-1] + 1] += part.mean_sum_w
-            time_sum[rows[0]: rows[-1] + 1] += part.gpu_time_s
-        else:
-            mean_sum[rows] += part.mean_sum_w
-            time_sum[rows] += part.gpu_time_s
-    parts = [part for _, part in parts]
+    common = dict(max_gap_ns=int(max_gap_s * 1e9), hold_ns=grid.hold_ns, heat_per=per)
+    if n_rows >= 2 * default_workers() and bool(np.all(np.diff(row_of_gpu) >= 0)):
+        # rows are runs of GPUs (topology order): batches of whole rows add straight
+        # into their slices of the sums (no per-batch copies, nothing to merge)
+        gpu_start = np.searchsorted(row_of_gpu, np.arange(n_rows + 1))
+
+        def row_batch(r0: int, r1: int):
+            lo, hi = gpu_start[r0], gpu_start[r1]
+            s0, s1 = arrays.offsets[lo], arrays.offsets[hi]
+            return grid_cell_means(arrays.ts_ns[s0:s1], arrays.power_w[s0:s1], arrays.offsets[lo: hi + 1] - s0,
+                                   row_of_gpu[lo:hi] - r0, tg, n_rows=r1 - r0, mean_sum_w=mean_sum[r0:r1],
+                                   gpu_time_s=time_sum[r0:r1], **common)
+
+        parts = map_ranges(row_batch, np.add.reduceat(costs, gpu_start[:-1]))
+    else:
+        def batch(lo: int, hi: int):
+            # only the batch's own rows: a batch never holds (or zeroes) every row's cells
+            rows, local = np.unique(row_of_gpu[lo:hi], return_inverse=True)
+            s0, s1 = arrays.offsets[lo], arrays.offsets[hi]
+            return rows, grid_cell_means(arrays.ts_ns[s0:s1], arrays.power_w[s0:s1],
+                                         arrays.offsets[lo: hi + 1] - s0, local.reshape(-1), tg,
+                                         n_rows=len(rows), **common)
+
+        parts = map_ranges(batch, costs)
+        for rows, part in parts:  # in GPU order: the sums do not depend on the batching
+            if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # the usual case: a slice, added in place
+                mean_sum[rows[0]: rows[-1] + 1] += part.mean_sum_w
+                time_sum[rows[0]: rows[-1] + 1] += part.gpu_time_s
+            else:
+                mean_sum[rows] += part.mean_sum_w
+                time_sum[rows] += part.gpu_time_s
+        parts = [part for _, part in parts]
     peak_w = np.concatenate([p.peak_w for p in parts])
     peaks = dict(zip(arrays.gpus, peak_w.tolist()))
     heatmap = None

@@ -574,6 +574,8 @@ def grid_cell_means(
     max_gap_ns: int,
     hold_ns: int,
     heat_per: int = 0,
+    mean_sum_w: NDArray[np.float64] | None = None,
+    gpu_time_s: NDArray[np.float64] | None = None,
 ) -> CellMeans:
     """Each GPU's time-weighted cell means on the grid, summed into rows.
 
@@ -586,11 +588,14 @@ def grid_cell_means(
 
     This is the fused form of "accumulate each GPU, divide, add into its group" (the
     same kernel as :func:`accumulate_grid` in its cell-means mode): the per-GPU cell
-    arrays are never materialised.
+    arrays are never materialised.  ``mean_sum_w`` / ``gpu_time_s`` (float64, shape
+    ``(n_rows, n_cells)``, e.g. row slices of a larger array) are added into instead of
+    new arrays.
     """
     func = "grid_cell_means"
     n_rows = int_param(func, "n_rows", n_rows, minimum=1)
     acc = GridAccumulator(grid, row_of_gpu, max_gap_ns=max_gap_ns, hold_ns=hold_ns, n_groups=n_rows,
-                          cell_means=True, heat_per=heat_per, _func=func)
+                          cell_means=True, heat_per=heat_per, energy_j=mean_sum_w, covered_s=gpu_time_s,
+                          _func=func)
     acc._add(func, ts_ns, power_w, gpu_offsets, final=True)
     return acc.cell_means_result()
