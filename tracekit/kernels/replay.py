@@ -1078,8 +1078,13 @@ def group_window_power(windows: NDArray[np.float64], win_offsets: NDArray[np.int
     ok = (grp >= 0) & np.isfinite(means)
     if not ok.any() or n_groups == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
-    keys = np.stack([grp[ok], wid[ok]], axis=1).astype(np.int64)
-    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    g, w = grp[ok].astype(np.int64), wid[ok].astype(np.int64)
+    w0 = int(w.min())
+    span = int(w.max()) - w0 + 1
+    # one int64 key per (group, window), ordered as the pairs (a 1-D unique is far
+    # faster than a unique of rows)
+    key_u, inv = np.unique(g * span + (w - w0), return_inverse=True)
+    uniq = np.stack([key_u // span, key_u % span + w0], axis=1)
     power = np.zeros(len(uniq))
     np.add.at(power, inv.ravel(), means[ok])
     return uniq, power
