@@ -154,6 +154,32 @@ def _row_of(k, rp, r_hi, rows_i):
 
 
 @kernel
+def _illinois_mid(it, lo, f_lo, hi, f_hi):
+    """The next point of the Illinois root solvers below (``f_lo <= 0 < f_hi``): the
+    secant point, or the midpoint every 8th step and where the secant leaves the
+    bracket."""
+    if it % 8 == 7:
+        return 0.5 * (lo + hi)
+    mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+    if not (lo < mid < hi):
+        return 0.5 * (lo + hi)
+    return mid
+
+
+@kernel
+def _illinois_update(lo, f_lo, hi, f_hi, side, mid, f_mid):
+    """The bracket after evaluating ``f(mid)``; the end kept twice in a row has its
+    value halved (Illinois).  Returns (lo, f_lo, hi, f_hi, side)."""
+    if f_mid > 0.0:
+        if side == 1:
+            f_lo *= 0.5
+        return lo, f_lo, mid, f_mid, 1
+    if side == -1:
+        f_hi *= 0.5
+    return mid, f_mid, hi, f_hi, -1
+
+
+@kernel
 def _solve_clock(hi, f_hi, cap, a, g, sums, rows_f, row_w, r_first, r_last):
     """The clock ratio in (0, hi) where the window mean meets the cap, from below:
     Illinois (modified regula falsi) on ``mean(x) - cap`` with the bracket kept, so
@@ -166,25 +192,9 @@ def _solve_clock(hi, f_hi, cap, a, g, sums, rows_f, row_w, r_first, r_last):
     for it in range(BISECT_STEPS):
         if hi - lo <= 1e-13 * hi or f_lo > -1e-12 * cap:
             break
-        if it % 8 == 7:
-            mid = 0.5 * (lo + hi)
-        else:
-            mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
-            if not (lo < mid < hi):
-                mid = 0.5 * (lo + hi)
+        mid = _illinois_mid(it, lo, f_lo, hi, f_hi)
         f_mid = _window_mean(mid, a, g, sums, rows_f, row_w, r_first, r_last) - cap
-        if f_mid > 0.0:
-            hi = mid
-            f_hi = f_mid
-            if side == 1:
-                f_lo *= 0.5
-            side = 1
-        else:
-            lo = mid
-            f_lo = f_mid
-            if side == -1:
-                f_hi *= 0.5
-            side = -1
+        lo, f_lo, hi, f_hi, side = _illinois_update(lo, f_lo, hi, f_hi, side, mid, f_mid)
     return lo
 
 
@@ -892,25 +902,9 @@ def _solve_group_clock(hi, f_hi, cap, n_mem, mem_g, mem_slot, gparams, summ, sum
     for it in range(BISECT_STEPS):
         if hi - lo <= 1e-13 * hi or f_lo > -1e-12 * cap:
             break
-        if it % 8 == 7:
-            mid = 0.5 * (lo + hi)
-        else:
-            mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
-            if not (lo < mid < hi):
-                mid = 0.5 * (lo + hi)
+        mid = _illinois_mid(it, lo, f_lo, hi, f_hi)
         f_mid = _group_mean(mid, n_mem, mem_g, mem_slot, gparams, summ, summ_i, rows_f, row_w) - cap
-        if f_mid > 0.0:
-            hi = mid
-            f_hi = f_mid
-            if side == 1:
-                f_lo *= 0.5
-            side = 1
-        else:
-            lo = mid
-            f_lo = f_mid
-            if side == -1:
-                f_hi *= 0.5
-            side = -1
+        lo, f_lo, hi, f_hi, side = _illinois_update(lo, f_lo, hi, f_hi, side, mid, f_mid)
     return lo
 
 
