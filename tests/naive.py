@@ -269,3 +269,19 @@ def naive_events(x, baseline, *, threshold: float, min_cells: int, kind: str) ->
             out.append((i, j, best, i + devs.index(best)))
         i = j
     return out
+
+
+def naive_iteration_table(rows, period_s: float, compute_phase: str = "compute") -> list[tuple]:
+    """(iteration, gpu, compute_start, compute_end, compute_s) from (gpu, start_ns,
+    end_ns, phase) rows, grouped in a dict, sorted by iteration then GPU name."""
+    period_ns = period_s * 1e9
+    comp = [r for r in rows if r[3] == compute_phase and (r[2] - r[1]) > 0.2 * period_ns]
+    if not comp:
+        return []
+    t0 = min(r[1] for r in comp)
+    groups: dict = {}
+    for gpu, s, e, _ in comp:
+        key = (int(round((s - t0) / period_ns)), gpu)  # half to even, as Polars' round
+        lo, hi, dur = groups.get(key, (s, e, 0))
+        groups[key] = (min(lo, s), max(hi, e), dur + (e - s))
+    return [(k, g, lo, hi, dur / 1e9) for (k, g), (lo, hi, dur) in sorted(groups.items())]

@@ -8,8 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tracekit.analysis.analyze import analyze
+from tracekit.analysis.iterations import iteration_table
 from tracekit.analysis.phases import detect
 from tracekit.analysis.rules import load_rules
 from tracekit.analysis.spectrum import welch_spectrum
@@ -17,6 +20,8 @@ from tracekit.errors import InputError
 from tracekit.quality import DataQuality
 from tracekit.synth import inference, training
 from tracekit.traceset import TraceSet, gpu_arrays
+
+from tests import naive
 
 
 def _traceset(result) -> TraceSet:
@@ -147,3 +152,29 @@ def test_bad_rules_file_names_it(tmp_path):
     p.write_text('[[rule]]\nkind = "window_change"\nwindow = "5s"\n')
     with pytest.raises(InputError, match=r"r.toml: rule 1: missing limit_w"):
         load_rules(p)
+
+
+@settings(max_examples=60, deadline=None)
+@given(gpus=st.lists(st.text("abcxyz", min_size=1, max_size=3), min_size=1, max_size=5, unique=True),
+       data=st.data(), period_ms=st.sampled_from([10, 37, 100]), shuffle=st.booleans())
+def test_iteration_table_equals_naive_grouping(gpus, data, period_ms, shuffle):
+    """The run-length iteration table = a dict group-by of the compute segments (any
+    GPU names and row order; exact halves of a period included)."""
+    rows = []
+    for g in gpus:
+        t = data.draw(st.integers(0, 50)) * 5_000_000
+        for _ in range(data.draw(st.integers(0, 12))):
+            d = data.draw(st.integers(1, 40)) * 2_500_000  # 2.5 ms steps: halves of 10 ms and 100 ms periods
+            rows.append((g, t, t + d, data.draw(st.sampled_from(["compute", "communication"]))))
+            t += d
+    if shuffle:
+        rows = data.draw(st.permutations(rows))
+    frame = pl.DataFrame(rows, schema={"gpu": pl.String, "start": pl.Int64, "end": pl.Int64, "phase": pl.String},
+                         orient="row").with_columns(pl.col("start", "end").cast(pl.Datetime("ns", "UTC")))
+    got = iteration_table(frame, period_ms / 1e3)
+    want = naive.naive_iteration_table(rows, period_ms / 1e3)
+    assert got.columns == ["iteration", "gpu", "compute_start", "compute_end", "compute_s"]
+    assert got.schema["compute_start"] == pl.Datetime("ns", "UTC")
+    rows_got = [(r[0], r[1], int(r[2]), int(r[3]), r[4]) for r in got.with_columns(
+        pl.col("compute_start", "compute_end").dt.epoch("ns")).iter_rows()]
+    assert rows_got == want

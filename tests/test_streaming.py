@@ -324,12 +324,12 @@ def test_gpu_detector_any_chunking_equals_one_pass_kernels(inference, data):
         det.push(ts[a:b], power[a:b])
     got = det.finish()
     np.testing.assert_array_equal(got.labels, labels)
-    np.testing.assert_array_equal(got.segments["start"], ts[seg.start_idx])
+    np.testing.assert_array_equal(got.segments.start, ts[seg.start_idx])
     ends = np.where(seg.end_idx < len(ts), ts[np.minimum(seg.end_idx, len(ts) - 1)], ts[-1] + params.last_hold_ns)
-    np.testing.assert_array_equal(got.segments["end"], ends)
+    np.testing.assert_array_equal(got.segments.end, ends)
     for key in ("mean_w", "peak_w", "energy_j", "covered_s"):
-        np.testing.assert_array_equal(got.segments[key], getattr(seg, key))
-    np.testing.assert_array_equal(got.segments["label"], seg.label)
+        np.testing.assert_array_equal(getattr(got.segments, key), getattr(seg, key))
+    np.testing.assert_array_equal(got.segments.label, seg.label)
 
 
 # -- time ranges (--since / --until) --------------------------------------------------------

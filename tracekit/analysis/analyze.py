@@ -350,7 +350,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         events=events,
         violations=merger.sorted_violations(),
         offsets_s=offsets,
-        warnings=list(dict.fromkeys(warnings + _semantics_warning(semantics, detection))),
+        warnings=list(dict.fromkeys(warnings + _semantics_warning(semantics, phase_summary))),
         spectrum=spectrum_out,
         gpu_heatmap=merger.heatmap(gpus),
     )
@@ -439,10 +439,10 @@ def _round(v, digits: int = 6):
     return None if v is None else round(float(v), digits)
 
 
-def _semantics_warning(semantics: dict, detection) -> list[str]:
+def _semantics_warning(semantics: dict, phase_summary: dict) -> list[str]:
     if semantics.get("kind") == "average" and semantics.get("window_s"):
         w = semantics["window_s"]
-        short = [name for name, s in detection.summary().items()
+        short = [name for name, s in phase_summary.items()
                  if s["mean_duration_ms"] is not None and s["mean_duration_ms"] < 2e3 * w]
         if short:
             return [f"power is a {w:g} s moving average (e.g. NVML power.draw on Hopper): phases "

@@ -40,7 +40,10 @@ def autocorr_period_s(power_w: np.ndarray, step_s: float, *, min_period_s: float
         return None, 0.0
     nfft = 1 << int(np.ceil(np.log2(2 * n)))
     spec = np.fft.rfft(x, nfft)
-    ac = np.fft.irfft(spec * np.conj(spec), nfft)[:n] / var
+    del x
+    power = spec.real ** 2 + spec.imag ** 2  # |spec|^2 = spec * conj(spec), without complex temporaries
+    del spec
+    ac = np.fft.irfft(power, nfft)[:n] / var
     lo = max(1, int(min_period_s / step_s))
     hi = min(n // 2, int(max_period_s / step_s) + 1)
     if hi <= lo + 2:
@@ -67,27 +70,48 @@ def iteration_table(segments: pl.DataFrame, period_s: float, compute_phase: str 
     compute segments longer than 20 % of the period are matched to iteration
     ``round((start - t0) / period)`` where t0 is the earliest compute start.
     """
-    comp = segments.filter(
-        (pl.col("phase") == compute_phase)
-        & ((pl.col("end") - pl.col("start")).dt.total_nanoseconds() > 0.2 * period_s * 1e9)
-    )
-    if comp.height == 0:
-        return pl.DataFrame(schema={"iteration": pl.Int64, "gpu": pl.String, "compute_start": pl.Datetime("ns", "UTC"),
-                                    "compute_end": pl.Datetime("ns", "UTC"), "compute_s": pl.Float64})
-    t0 = comp.get_column("start").min()
+    # only the columns used, GPU names as codes in name order: a long trace has
+    # millions of segments, and a hash group-by of them would hold several times more
+    names = pl.Enum(segments.get_column("gpu").unique().sort())
     period_ns = period_s * 1e9
-    return (
-        comp.with_columns(
-            ((pl.col("start") - t0).dt.total_nanoseconds() / period_ns).round().cast(pl.Int64).alias("iteration")
-        )
-        .group_by("iteration", "gpu")
-        .agg(
-            pl.col("start").min().alias("compute_start"),
-            pl.col("end").max().alias("compute_end"),
-            ((pl.col("end") - pl.col("start")).dt.total_nanoseconds().sum() / 1e9).alias("compute_s"),
-        )
-        .sort("iteration", "gpu")
+    comp = (
+        segments.lazy()
+        .filter((pl.col("phase") == compute_phase)
+                & ((pl.col("end") - pl.col("start")).dt.total_nanoseconds() > 0.2 * period_ns))
+        .select(pl.col("gpu").cast(names), "start", "end")
+        .collect()
     )
+    time_type = segments.schema["start"]
+    if comp.height == 0:
+        return pl.DataFrame(schema={"iteration": pl.Int64, "gpu": pl.String, "compute_start": time_type,
+                                    "compute_end": time_type, "compute_s": pl.Float64})
+    t0 = comp.get_column("start").min()
+    iteration = comp.select(((pl.col("start") - t0).dt.total_nanoseconds() / period_ns).round().cast(pl.Int64))
+    iteration = iteration.to_series().to_numpy()
+    gpu = comp.get_column("gpu").to_physical().to_numpy()
+    start = comp.get_column("start").to_physical().to_numpy()
+    end = comp.get_column("end").to_physical().to_numpy()
+    del comp
+    # (GPU, start) order makes every (iteration, GPU) a run: the iteration grows with the start
+    if len(gpu) > 1 and not ((gpu[1:] > gpu[:-1]) | ((gpu[1:] == gpu[:-1]) & (start[1:] >= start[:-1]))).all():
+        order = np.lexsort((start, gpu))
+        gpu, start, end, iteration = gpu[order], start[order], end[order], iteration[order]
+    first = np.flatnonzero(np.concatenate([[True], (gpu[1:] != gpu[:-1]) | (iteration[1:] != iteration[:-1])]))
+    out = {
+        "iteration": iteration[first],
+        "gpu": gpu[first],
+        "compute_start": np.minimum.reduceat(start, first),
+        "compute_end": np.maximum.reduceat(end, first),
+        "compute_s": np.add.reduceat(end - start, first) / 1e9,  # whole ns summed, then seconds
+    }
+    order = np.lexsort((out["gpu"], out["iteration"]))
+    return pl.DataFrame({
+        "iteration": out["iteration"][order],
+        "gpu": pl.Series(names.categories).gather(out["gpu"][order]),
+        "compute_start": pl.Series(out["compute_start"][order]).cast(time_type),
+        "compute_end": pl.Series(out["compute_end"][order]).cast(time_type),
+        "compute_s": out["compute_s"][order],
+    })
 
 
 def find_stragglers(per_gpu_iter: pl.DataFrame, *, min_late_s: float | None = None,

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from tracekit.kernels.levels import histogram_bin_centers, kmeans_1d, label_histogram, power_histogram
-from tracekit.kernels.phases import HysteresisLabeler, SegmentBuilder
+from tracekit.kernels.phases import HysteresisLabeler, SegmentBuilder, segment_mean_w
 from tracekit.traceset import GpuArrays
 
 PHASE_NAMES = {
@@ -54,21 +54,23 @@ class Detection:
     def summary(self) -> dict:
         """``phases`` of the JSON contract: per phase fraction (of covered time),
         time-weighted mean_w, p99_w (to 1 W), count (segments) and mean_duration_ms."""
-        seg = self.segments.with_columns(((pl.col("end") - pl.col("start")).dt.total_nanoseconds() / 1e6)
-                                         .alias("_ms"))
+        seg = self.segments  # one column at a time: a long trace has millions of segments
+        ms = (seg.get_column("end") - seg.get_column("start")).dt.total_nanoseconds() / 1e6
         total = float(seg.get_column("covered_s").sum()) if seg.height else 0.0
+        phase = seg.get_column("phase")
         out = {}
         for code, name in enumerate(self.names):
-            s = seg.filter(pl.col("phase") == name)
-            covered = float(s.get_column("covered_s").sum()) if s.height else 0.0
-            energy = float(s.get_column("energy_j").sum()) if s.height else 0.0
+            mask = phase == name
+            count = int(mask.sum())
+            covered = float(seg.get_column("covered_s").filter(mask).sum()) if count else 0.0
+            energy = float(seg.get_column("energy_j").filter(mask).sum()) if count else 0.0
             p99 = _quantile_from_hist(self.phase_hist[code], 0.99, BIN_W)
             out[name] = {
                 "fraction": round(covered / total, 6) if total > 0 else None,
                 "mean_w": round(energy / covered, 3) if covered > 0 else None,
                 "p99_w": round(p99, 1) if p99 is not None else None,
-                "count": int(s.height),
-                "mean_duration_ms": round(float(s.get_column("_ms").mean()), 3) if s.height else None,
+                "count": count,
+                "mean_duration_ms": round(float(ms.filter(mask).mean()), 3) if count else None,
             }
         return out
 
@@ -168,12 +170,35 @@ def detect_params(workload: str, *, max_power_w: float, effective_period_s: floa
                         int(min_dwell_s * 1e9), int(sample_period_s * 1e9))
 
 
+@dataclass(slots=True)
+class GpuSegments:
+    """One GPU's segments in time order, kept compact while a long analysis collects
+    them: each ends where the next starts (the last at ``last_end``), and ``mean_w``
+    is ``energy_j / covered_s``, so neither is stored.  :func:`assemble` consumes the
+    arrays (sets them to None) as it copies them into the frame."""
+
+    start: np.ndarray  # int64 ns
+    label: np.ndarray  # int8 phase code, -1 = not labelled
+    peak_w: np.ndarray
+    energy_j: np.ndarray
+    covered_s: np.ndarray
+    last_end: int  # ns
+
+    @property
+    def end(self) -> np.ndarray:
+        return np.append(self.start[1:], np.int64(self.last_end))
+
+    @property
+    def mean_w(self) -> np.ndarray:
+        return segment_mean_w(self.energy_j, self.covered_s)
+
+
 class GpuPhases(NamedTuple):
-    """One GPU's detection: labels, segment columns, level row, p99, per-phase histogram."""
+    """One GPU's detection: labels, segments, level row, p99, per-phase histogram."""
 
     gpu: int
     labels: np.ndarray
-    segments: dict
+    segments: GpuSegments
     levels: dict
     p99_w: float | None
     hist: np.ndarray
@@ -289,21 +314,12 @@ class GpuDetector:
         self.starts.append(self._start_times(last_seg.start_idx, np.zeros(0, dtype=np.int64), base))
         self.segments.append(last_seg)
         cat = {f: np.concatenate([getattr(x, f) for x in self.segments])
-               for f in ("label", "mean_w", "peak_w", "energy_j", "covered_s")}
+               for f in ("label", "peak_w", "energy_j", "covered_s")}
         starts = np.concatenate(self.starts) if self.starts else np.zeros(0, dtype=np.int64)
-        ends = np.append(starts[1:], self.last_ts + self.params.last_hold_ns)
-        frame = {
-            "gpu": np.full(len(starts), self.gpu, dtype=np.int64),
-            "start": starts,
-            "end": ends,
-            "label": cat["label"].astype(np.int8),
-            "mean_w": cat["mean_w"],
-            "peak_w": cat["peak_w"],
-            "energy_j": cat["energy_j"],
-            "covered_s": cat["covered_s"],
-        }
+        segments = GpuSegments(starts, cat["label"].astype(np.int8, copy=False), cat["peak_w"], cat["energy_j"],
+                               cat["covered_s"], int(self.last_ts + self.params.last_hold_ns))
         labels = np.concatenate(self.labels) if self.labels else None
-        return GpuPhases(self.gpu, labels, frame, self.row, self.p99_w, self.hist)
+        return GpuPhases(self.gpu, labels, segments, self.row, self.p99_w, self.hist)
 
 
 def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sample_period_s: float,
@@ -351,6 +367,51 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
     return det
 
 
+SEGMENT_SCHEMA = {"gpu": pl.String, "start": pl.Datetime("ns", "UTC"), "end": pl.Datetime("ns", "UTC"),
+                  "phase": pl.String, "mean_w": pl.Float64, "peak_w": pl.Float64, "energy_j": pl.Float64,
+                  "covered_s": pl.Float64}
+
+
+def _segments_frame(names: tuple[str, ...], gpus: list[str], results: list[GpuPhases]) -> pl.DataFrame:
+    """Every GPU's segments as one frame (:data:`SEGMENT_SCHEMA`), column by column;
+    each GPU's arrays are released as soon as they are copied, so the compact
+    arrays and the frame are not both held whole."""
+    counts = np.array([len(r.segments.start) for r in results], dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return pl.DataFrame(schema=SEGMENT_SCHEMA)
+    bounds = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=bounds[1:])
+
+    def take(field: str, dtype) -> np.ndarray:
+        out = np.empty(total, dtype=dtype)
+        for r, a, b in zip(results, bounds[:-1], bounds[1:]):
+            out[a:b] = getattr(r.segments, field)
+            setattr(r.segments, field, None)
+        return out
+
+    start = take("start", np.int64)
+    end = np.empty(total, dtype=np.int64)
+    end[:-1] = start[1:]
+    has = counts > 0
+    end[bounds[1:][has] - 1] = [r.segments.last_end for r, h in zip(results, has) if h]  # each GPU's last
+    label = take("label", np.int8)
+    phase_idx = np.where(label >= 0, label, len(names)).astype(np.uint32)  # -1: not labelled
+    del label
+    gpu_idx = np.repeat(np.array([r.gpu for r in results], dtype=np.uint32), counts)
+    peak, energy, covered = take("peak_w", np.float64), take("energy_j", np.float64), take("covered_s", np.float64)
+    return pl.DataFrame({
+        "gpu": pl.Series("gpu", gpus, dtype=pl.String).gather(gpu_idx),
+        "start": pl.Series("start", start).cast(pl.Datetime("ns", "UTC")),
+        "end": pl.Series("end", end).cast(pl.Datetime("ns", "UTC")),
+        "phase": pl.Series("phase", [*names, "unlabelled"], dtype=pl.String).gather(phase_idx),
+        "mean_w": segment_mean_w(energy, covered),
+        "peak_w": peak,
+        "energy_j": energy,
+        "covered_s": covered,
+    })
+
+
 def assemble(params: DetectParams, gpus: list[str], results: list[GpuPhases | None],
              effective_period_s: float, phase_hist: np.ndarray | None = None) -> Detection:
     """One :class:`Detection` from per-GPU results (in GPU order; ``gpus`` names the
@@ -360,42 +421,24 @@ def assemble(params: DetectParams, gpus: list[str], results: list[GpuPhases | No
     names, k = params.names, params.k
     if phase_hist is None:
         phase_hist = np.zeros((k, params.n_bins), dtype=np.int64)
-    seg_frames, level_rows, p99_rows = [], [], []
+    level_rows, p99_rows = [], []
     for res in results:
         if res is None:
             continue
         gpu = gpus[res.gpu]
-        seg_frames.append(res.segments)
         level_rows.append({"gpu": gpu, **res.levels})
         p99_rows.append((gpu, res.p99_w))
         if res.hist is not None:
             phase_hist[:, : res.hist.shape[1]] += res.hist[:, : params.n_bins]
-    seg_schema = {"gpu": pl.String, "start": pl.Datetime("ns", "UTC"), "end": pl.Datetime("ns", "UTC"),
-                  "phase": pl.String, "mean_w": pl.Float64, "peak_w": pl.Float64, "energy_j": pl.Float64,
-                  "covered_s": pl.Float64}
-    if seg_frames:
-        columns = {key: np.concatenate([f.pop(key) for f in seg_frames]) for key in list(seg_frames[0])}
-        del seg_frames
-        gpu_idx, label = columns.pop("gpu"), columns.pop("label")
-        phase_idx = np.where(label >= 0, label, k)  # -1: not labelled
-        del label
-        segments = pl.DataFrame({
-            "gpu": pl.Series("gpu", gpus, dtype=pl.String).gather(gpu_idx),
-            "start": pl.Series("start", columns.pop("start")).cast(pl.Datetime("ns", "UTC")),
-            "end": pl.Series("end", columns.pop("end")).cast(pl.Datetime("ns", "UTC")),
-            "phase": pl.Series("phase", [*names, "unlabelled"], dtype=pl.String).gather(phase_idx),
-            **{key: columns.pop(key) for key in ("mean_w", "peak_w", "energy_j", "covered_s")},
-        })
-        del gpu_idx, phase_idx
-    else:
-        segments = pl.DataFrame(schema=seg_schema)
+    segments = _segments_frame(names, gpus, [res for res in results if res is not None])
     gpu_levels = pl.DataFrame(level_rows) if level_rows else pl.DataFrame(schema={"gpu": pl.String})
     gpu_p99 = pl.DataFrame(p99_rows, schema={"gpu": pl.String, "p99_w": pl.Float64}, orient="row")
     # resolution: phases shorter than the data can resolve
     warnings: list[str] = []
-    durations = segments.with_columns(((pl.col("end") - pl.col("start")).dt.total_nanoseconds() / 1e9).alias("d"))
+    durations = (segments.get_column("end") - segments.get_column("start")).dt.total_nanoseconds() / 1e9
+    phase = segments.get_column("phase")
     for name in names:
-        d = durations.filter(pl.col("phase") == name).get_column("d")
+        d = durations.filter(phase == name)
         if len(d) and float(d.median()) < 3 * effective_period_s:
             warnings.append(
                 f"{name} phases last {float(d.median()) * 1e3:.0f} ms (median), under 3 effective update periods "

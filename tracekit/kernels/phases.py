@@ -390,16 +390,21 @@ def _segments_kernel(ts_ns, power_w, labels, last_hold_ns, final, state_i, state
     return n_out
 
 
+def segment_mean_w(energy_j: np.ndarray, covered_s: np.ndarray) -> np.ndarray:
+    """Time-weighted mean power of segments, ``energy_j / covered_s`` (NaN where no
+    valid sample covers the segment)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(covered_s > 0, energy_j / np.where(covered_s > 0, covered_s, 1.0), np.nan)
+
+
 def _segments_result(seg_i: np.ndarray, seg_f: np.ndarray, n_out: int) -> Segments:
     covered_s = seg_i[:n_out, 3] * 1e-9
     energy = seg_f[:n_out, 0].copy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(covered_s > 0, energy / np.where(covered_s > 0, covered_s, 1.0), np.nan)
     return Segments(
         start_idx=seg_i[:n_out, 0].copy(),
         end_idx=seg_i[:n_out, 1].copy(),
         label=seg_i[:n_out, 2].astype(np.int8),
-        mean_w=mean,
+        mean_w=segment_mean_w(energy, covered_s),
         peak_w=seg_f[:n_out, 1].copy(),
         energy_j=energy,
         covered_s=covered_s,
