@@ -383,3 +383,54 @@ def test_stragglers_with_equal_lateness_are_ordered():
         .cast(pl.Datetime("ns", "UTC")),
     })
     assert find_stragglers(frame).get_column("gpu").to_list() == [f"g{i:02d}" for i in range(n - late, n)]
+
+
+# -- rows out of time order inside a row group -------------------------------------------------
+def _swap_rows_in_first_group(src, out, drop_gpu_rows: bool = False):
+    """A copy of dataset ``src`` whose first file has rows 5 and 6 of its first row group
+    swapped (the group statistics, the index and the manifest stay valid)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shutil.copytree(src, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    first = out / manifest["files"][0]["file"]
+    pf = pq.ParquetFile(first)
+    groups = [pf.read_row_group(r) for r in range(pf.metadata.num_row_groups)]
+    idx = list(range(groups[0].num_rows))
+    idx[5], idx[6] = 6, 5
+    groups[0] = groups[0].take(pa.array(idx))
+    with pq.ParquetWriter(first, groups[0].schema) as w:
+        for g in groups:
+            w.write_table(g)
+    if drop_gpu_rows:
+        manifest.pop("gpu_rows", None)
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    return out, first.name
+
+
+@pytest.mark.parametrize("engine, drop_gpu_rows", [("memory", False), ("stream", False), ("memory", True)])
+def test_rows_out_of_order_in_a_row_group_are_a_one_line_error(grouped, tmp_path, engine, drop_gpu_rows):
+    """The dataset readers check each row group's order (the kernels then trust it):
+    analyze and replay stop with an InputError naming the file (or the dataset when
+    the GPUs are found from the gpu column)."""
+    from tracekit.errors import InputError
+
+    path, name = _swap_rows_in_first_group(grouped, tmp_path / "swapped", drop_gpu_rows)
+    assert ("gpu_rows" in json.loads((path / "manifest.json").read_text())) != drop_gpu_rows
+    where = "swapped" if drop_gpu_rows else re.escape(name)
+    with pytest.raises(InputError, match=rf"{where}: ts (of GPU \S+ )?is not sorted .*row 6 is earlier than row 5"):
+        analyze(tracekit.open(path), engine=engine)
+    if engine == "memory":
+        with pytest.raises(InputError, match=r"is not sorted"):
+            tracekit.replay(tracekit.open(path), cap=500)
+
+
+def test_unsorted_sample_frame_is_refused():
+    from tracekit.errors import SchemaError
+    from tracekit.traceset import gpu_arrays
+
+    samples = pl.DataFrame({"gpu": ["a", "a", "a", "b"], "ts": [0, 2, 1, 0], "power_w": [1.0, 2.0, 3.0, 4.0]})
+    samples = samples.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))
+    with pytest.raises(SchemaError, match=r"GPU a's row 2 is earlier than row 1"):
+        gpu_arrays(samples, pl.DataFrame({"gpu": ["a", "b"]}))

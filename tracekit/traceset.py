@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from tracekit.engine.stream import DEFAULT_MEMORY_LIMIT
-from tracekit.errors import InputError, ParameterError, TracekitError
+from tracekit.errors import InputError, ParameterError, SchemaError, TracekitError
 from tracekit.io.base import ReadOptions
 from tracekit.quality import DataQuality
 from tracekit.schema import LINE_COLUMN, TS_DTYPE, canonical_topology, empty_samples, host_from_gpu
@@ -34,7 +34,9 @@ TOPOLOGY_NAMES = {"topology.csv", "topology.parquet"}
 @dataclass
 class GpuArrays:
     """Samples of all GPUs as flat arrays: GPU ``i`` owns ``[offsets[i], offsets[i+1])``,
-    sorted by time.  This is what the kernels consume."""
+    sorted by time.  This is what the kernels consume.  The order is checked where the
+    arrays are built (:func:`gpu_arrays`, the dataset readers), so the analysis passes
+    them to the kernels without checking it again."""
 
     gpus: list[str]
     offsets: np.ndarray
@@ -136,14 +138,21 @@ def periods_frame(gpus: list[str], st: dict) -> pl.DataFrame:
 
 
 def gpu_arrays(samples: pl.DataFrame, topology: pl.DataFrame) -> GpuArrays:
-    """Flat arrays of a sample frame sorted by (gpu, ts)."""
+    """Flat arrays of a sample frame sorted by (gpu, ts); SchemaError when a GPU's
+    times are not sorted (the kernels then take the arrays as they are)."""
+    from tracekit.kernels._validate import first_decrease
+
     counts = samples.group_by("gpu", maintain_order=True).len()
     gpus = counts.get_column("gpu").to_list()
     offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
     np.cumsum(counts.get_column("len").to_numpy(), out=offsets[1:])
-    ts = samples.get_column("ts").dt.epoch("ns").to_numpy()
+    ts = np.ascontiguousarray(samples.get_column("ts").dt.epoch("ns").to_numpy())
+    i = first_decrease(ts, offsets)
+    if i >= 0:
+        g = gpus[int(np.searchsorted(offsets, i, side="right") - 1)]
+        raise SchemaError(f"samples must be sorted by (gpu, ts): GPU {g}'s row {i + 1} is earlier than row {i}")
     power = samples.get_column("power_w").cast(pl.Float32).to_numpy()
-    return GpuArrays(gpus, offsets, np.ascontiguousarray(ts), np.ascontiguousarray(power), topology)
+    return GpuArrays(gpus, offsets, ts, np.ascontiguousarray(power), topology)
 
 
 class TraceSet:

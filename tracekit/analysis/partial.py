@@ -258,7 +258,9 @@ def group_metrics(ctx: Context, level: str, gi: int, mean_sum: np.ndarray, gpu_t
 
 def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: Context) -> BatchResult:
     """Pass 2 over one batch of GPUs (global indices ``gpus``), in one read or in time
-    windows of ``window_groups`` row groups per GPU."""
+    windows of ``window_groups`` row groups per GPU.  The sources hand out times
+    already checked to be sorted per GPU (GpuArrays, dataset reads), so the kernels
+    do not check them again."""
     gpus = np.asarray(gpus, dtype=np.int64)
     keys = np.stack([ctx.group_of[lv][gpus] for lv in ctx.levels], axis=1)
     uniq, row_of_gpu = np.unique(keys, axis=0, return_inverse=True)
@@ -274,17 +276,18 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
                 ts = ts - np.repeat(shift[lo:hi], np.diff(offsets))
             for j in range(hi - lo):
                 a, b = offsets[j], offsets[j + 1]
-                res = ph.detect_gpu(ts[a:b], power[a:b], ctx.detect, int(gpus[lo + j]), keep_labels=False)
+                res = ph.detect_gpu(ts[a:b], power[a:b], ctx.detect, int(gpus[lo + j]), keep_labels=False,
+                                    check_sorted=False)
                 if res is not None:
                     phases.append(res)
             full = np.zeros(len(gpus) + 1, dtype=np.int64)  # the other GPUs: empty ranges
             full[lo + 1: hi + 1] = offsets[1:]
             full[hi + 1:] = offsets[-1]
-            acc.add(ts, power, full)
+            acc.add(ts, power, full, check_sorted=False)
             del ts, power
     else:
-        dets = [ph.GpuDetector(ctx.detect, ctx.gpu_hist.get(int(g), np.zeros(0, dtype=np.int64)), int(g))
-                for g in gpus]
+        dets = [ph.GpuDetector(ctx.detect, ctx.gpu_hist.get(int(g), np.zeros(0, dtype=np.int64)), int(g),
+                               check_sorted=False) for g in gpus]
         for w in range(source.n_windows(gpus, window_groups)):
             offsets, ts, power = source.read_window(gpus, w, window_groups)
             if shift.any():
@@ -292,7 +295,7 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
             for j, det in enumerate(dets):
                 if det.levels is not None:
                     det.push(ts[offsets[j]: offsets[j + 1]], power[offsets[j]: offsets[j + 1]])
-            acc.add(ts, power, offsets)
+            acc.add(ts, power, offsets, check_sorted=False)
             del ts, power
         phases = [det.finish() for det in dets if det.levels is not None]
     # per-phase histograms only add up: one per batch, not one per GPU

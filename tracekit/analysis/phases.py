@@ -205,11 +205,12 @@ class GpuPhases(NamedTuple):
 
 
 def detect_gpu(ts: np.ndarray, power: np.ndarray, params: DetectParams, gpu_index: int,
-               keep_labels: bool = True) -> GpuPhases | None:
+               keep_labels: bool = True, check_sorted: bool = True) -> GpuPhases | None:
     """Levels, labels and segments of one GPU (None when it has no finite sample)."""
     if len(ts) == 0:
         return None
-    det = GpuDetector(params, _histogram(power, params.hi_w)[0], gpu_index, keep_labels=keep_labels)
+    det = GpuDetector(params, _histogram(power, params.hi_w)[0], gpu_index, keep_labels=keep_labels,
+                      check_sorted=check_sorted)
     if det.levels is None:
         return None
     det.push(ts, power)

@@ -368,46 +368,116 @@ def _copy_column(table: pa.Table, name: str, out: np.ndarray, pos: int, path: Pa
 def read_dataset_arrays(path: Path | str):
     """(gpus, offsets, ts_ns, power_w, manifest) of a dataset, read with pyarrow
     straight into preallocated NumPy arrays (one copy; Arrow's buffers are released
-    after each file).  With ``gpu_rows`` in the manifest the ``gpu`` column is not
-    decoded at all (the CSR offsets come from the manifest)."""
+    after each row group).  With ``gpu_rows`` in the manifest the ``gpu`` column is
+    not decoded at all (the CSR offsets come from the manifest) and the row groups
+    are read on every core, each copied into its place as soon as it is decoded."""
     manifest = read_manifest(path)
     files = dataset_files(path)
     gpu_rows = manifest.get("gpu_rows")
-    columns = ["ts", "power_w"] if gpu_rows else ["gpu", "ts", "power_w"]
     n_rows = int(manifest.get("rows") or sum(int(f["rows"]) for f in manifest["files"]))
     ts = np.empty(n_rows, dtype=np.int64)
     power = np.empty(n_rows, dtype=np.float32)
-    gpu_parts = []
-    pos = 0
-    for f in files:
-        try:
-            table = pq.read_table(f, columns=columns)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
-        end = _copy_column(table, "ts", ts, pos, f)
-        _copy_column(table, "power_w", power, pos, f)
-        pos = end
-        if not gpu_rows:
-            gpu_parts.append(table.column("gpu").cast(pa.string()))
-        del table
-    pa.default_memory_pool().release_unused()
-    if pos != n_rows:
-        raise InputError(f"manifest.json counts {n_rows} rows but the files hold {pos}", path=str(path))
     if gpu_rows:
         gpus = [g for g, _ in gpu_rows]
         counts = np.array([n for _, n in gpu_rows], dtype=np.int64)
         if counts.sum() != n_rows:
             raise InputError(f"manifest.json gpu_rows add up to {counts.sum()}, not {n_rows}", path=str(path))
+        offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        _read_row_groups(path, files, offsets, ts, power)
     else:
-        names = pl.from_arrow(pa.chunked_array([c for part in gpu_parts for c in part.chunks], type=pa.string()))
-        runs = pl.DataFrame({"gpu": names}).group_by("gpu", maintain_order=True).len()
-        gpus = runs.get_column("gpu").to_list()
-        counts = runs.get_column("len").to_numpy().astype(np.int64)
-        if len(gpus) != names.n_unique():
-            raise InputError("samples are not grouped by gpu (not a canonical dataset)", path=str(path))
-    offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+        gpus, counts = _read_with_gpu_column(path, files, n_rows, ts, power)
+        offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+    pa.default_memory_pool().release_unused()
     return gpus, offsets, ts, power, manifest
+
+
+def _read_row_groups(path, files: list[Path], offsets: np.ndarray, ts: np.ndarray, power: np.ndarray) -> None:
+    """Every row group's ``ts`` and ``power_w`` into its place in ``ts`` / ``power``,
+    on a thread pool (each thread decodes its groups single-threaded), checking that
+    each GPU's times (``offsets``: CSR rows per GPU) are sorted within the group."""
+    from tracekit.engine.local import map_ranges
+
+    groups: list[tuple[Path, int, int]] = []  # (file, row group, output position)
+    rows: list[int] = []
+    pos = 0
+    for f in files:
+        try:
+            md = pq.ParquetFile(f).metadata
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
+        for r in range(md.num_row_groups):
+            groups.append((Path(f), r, pos))
+            rows.append(md.row_group(r).num_rows)
+            pos += rows[-1]
+    n_rows = int(offsets[-1])
+    if pos != n_rows:
+        raise InputError(f"manifest.json counts {n_rows} rows but the files hold {pos}", path=str(path))
+
+    def read(lo: int, hi: int) -> None:
+        opened: dict[Path, pq.ParquetFile] = {}
+        for f, r, at in groups[lo:hi]:
+            try:
+                pf = opened.get(f) or opened.setdefault(f, pq.ParquetFile(f))
+                table = pf.read_row_group(r, columns=["ts", "power_w"], use_threads=False)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
+            end = _copy_column(table, "ts", ts, at, f)
+            _copy_column(table, "power_w", power, at, f)
+            del table
+            # the GPUs starting inside the group (a group may hold the end of one GPU
+            # and the start of the next)
+            inner = offsets[np.searchsorted(offsets, at, side="right"): np.searchsorted(offsets, end, side="left")]
+            _check_sorted_group(ts[at:end], f, r, np.concatenate([[at], inner, [end]]).astype(np.int64) - at)
+
+    map_ranges(read, np.asarray(rows, dtype=np.float64))
+
+
+def _check_sorted_group(ts: np.ndarray, path: Path, group: int, runs: np.ndarray | None = None) -> None:
+    """InputError unless a row group's times are non-decreasing within each GPU's
+    ``runs`` (CSR offsets in the group; None: one GPU).  The index checks the order of
+    a GPU's groups."""
+    from tracekit.kernels._validate import first_decrease
+
+    i = first_decrease(ts, runs)
+    if i >= 0:
+        raise InputError(f"ts is not sorted in row group {group} (row {i + 1} is earlier than row {i}); canonical "
+                         "datasets are sorted by (gpu, ts)", path=str(path))
+
+
+def _read_with_gpu_column(path, files: list[Path], n_rows: int, ts: np.ndarray,
+                          power: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Files read one after the other with their ``gpu`` column: (GPUs in order,
+    rows per GPU); the rows of a GPU must be contiguous."""
+    gpu_parts = []
+    pos = 0
+    for f in files:
+        try:
+            table = pq.read_table(f, columns=["gpu", "ts", "power_w"])
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
+        end = _copy_column(table, "ts", ts, pos, f)
+        _copy_column(table, "power_w", power, pos, f)
+        pos = end
+        gpu_parts.append(table.column("gpu").cast(pa.string()))
+        del table
+    if pos != n_rows:
+        raise InputError(f"manifest.json counts {n_rows} rows but the files hold {pos}", path=str(path))
+    names = pl.from_arrow(pa.chunked_array([c for part in gpu_parts for c in part.chunks], type=pa.string()))
+    runs = pl.DataFrame({"gpu": names}).group_by("gpu", maintain_order=True).len()
+    if len(runs) != names.n_unique():
+        raise InputError("samples are not grouped by gpu (not a canonical dataset)", path=str(path))
+    counts = runs.get_column("len").to_numpy().astype(np.int64)
+    from tracekit.kernels._validate import first_decrease
+
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    i = first_decrease(ts, offsets)
+    if i >= 0:
+        g = runs.get_column("gpu")[int(np.searchsorted(offsets, i, side="right") - 1)]
+        raise InputError(f"ts of GPU {g} is not sorted (row {i + 1} is earlier than row {i}); canonical datasets are "
+                         "sorted by (gpu, ts)", path=str(path))
+    return runs.get_column("gpu").to_list(), counts
 
 
 # -- reading by GPU batch and time range (the streaming executor's input) -------------
@@ -561,9 +631,10 @@ class DatasetIndex:
                 pf = pq.ParquetFile(f)
                 for r, pos in groups:  # each group is copied into place and released at once
                     table = pf.read_row_group(r, columns=["ts", "power_w"], use_threads=False)
-                    _copy_column(table, "ts", ts, pos, Path(f))
+                    end = _copy_column(table, "ts", ts, pos, Path(f))
                     _copy_column(table, "power_w", power, pos, Path(f))
                     del table
+                    _check_sorted_group(ts[pos:end], Path(f), r)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError(f"truncated or corrupt Parquet file ({exc})", path=f) from None
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)

@@ -107,16 +107,22 @@ def _first_decrease(ts, offsets):
     return -1
 
 
+def first_decrease(ts: np.ndarray, offsets: np.ndarray | None = None) -> int:
+    """Index ``i`` of the first ``ts[i+1] < ts[i]`` within an ``offsets`` run (one run
+    when None), or -1 when every run is non-decreasing."""
+    if ts.size < 2:
+        return -1
+    runs = np.array([0, ts.size], dtype=np.int64) if offsets is None else offsets
+    return int(_first_decrease(ts, runs))
+
+
 def check_sorted_runs(func: str, name: str, ts: np.ndarray, offsets: np.ndarray | None) -> None:
     """SchemaError unless ``ts`` is non-decreasing within each ``offsets`` run.
 
     ``offsets`` (CSR style, ``ts[offsets[g]:offsets[g+1]]`` is run ``g``) may be
     None for a single run.
     """
-    if ts.size < 2:
-        return
-    runs = np.array([0, ts.size], dtype=np.int64) if offsets is None else offsets
-    i = int(_first_decrease(ts, runs))
+    i = first_decrease(ts, offsets)
     if i >= 0:
         where = ""
         if offsets is not None:

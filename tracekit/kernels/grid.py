@@ -473,7 +473,7 @@ class GridAccumulator:
         """Each GPU's peak cell mean so far (NaN if none; ``cell_means`` only)."""
         return np.where(np.isfinite(self.peaks), self.peaks, np.nan)
 
-    def _add(self, func: str, ts_ns, power_w, gpu_offsets, *, final: bool) -> None:
+    def _add(self, func: str, ts_ns, power_w, gpu_offsets, *, final: bool, check_sorted: bool = True) -> None:
         if self._finished:
             raise ParameterError(f"{func}: the accumulator is finished; create a new one")
         ts = ts_array(func, "ts_ns", ts_ns, check_sorted=False)
@@ -485,7 +485,8 @@ class GridAccumulator:
                 f"{func}: gpu_offsets describes {offsets.size - 1} GPUs but group_of_gpu has "
                 f"{self.n_gpus}; give n_gpus + 1 offsets (empty ranges for GPUs without samples)"
             )
-        check_sorted_runs(func, "ts_ns", ts, offsets)
+        if check_sorted:
+            check_sorted_runs(func, "ts_ns", ts, offsets)
         has = (np.diff(offsets) > 0) & (self.carry_ts != NO_TS)
         if has.any():
             first = ts[offsets[:-1][has]]
@@ -522,12 +523,14 @@ class GridAccumulator:
         """The accumulators as :class:`CellMeans` (``cell_means`` mode)."""
         return CellMeans(self.energy_j, self.covered_s, self.peaks_w, self.heat_energy_j, self.heat_covered_s)
 
-    def add(self, ts_ns, power_w, gpu_offsets) -> None:
+    def add(self, ts_ns, power_w, gpu_offsets, *, check_sorted: bool = True) -> None:
         """Add a chunk holding the next samples of every GPU (CSR ``gpu_offsets``).
 
-        A GPU with no samples in the chunk has an empty range.
+        A GPU with no samples in the chunk has an empty range.  ``check_sorted=False``
+        skips the check that each GPU's times are sorted (for arrays already checked,
+        e.g. :class:`tracekit.traceset.GpuArrays`).
         """
-        self._add("GridAccumulator.add", ts_ns, power_w, gpu_offsets, final=False)
+        self._add("GridAccumulator.add", ts_ns, power_w, gpu_offsets, final=False, check_sorted=check_sorted)
 
     def add_gpu(self, gpu: int, ts_ns, power_w) -> None:
         """Add the next samples of GPU ``gpu`` only."""
@@ -576,6 +579,7 @@ def grid_cell_means(
     heat_per: int = 0,
     mean_sum_w: NDArray[np.float64] | None = None,
     gpu_time_s: NDArray[np.float64] | None = None,
+    check_sorted: bool = True,
 ) -> CellMeans:
     """Each GPU's time-weighted cell means on the grid, summed into rows.
 
@@ -590,12 +594,13 @@ def grid_cell_means(
     same kernel as :func:`accumulate_grid` in its cell-means mode): the per-GPU cell
     arrays are never materialised.  ``mean_sum_w`` / ``gpu_time_s`` (float64, shape
     ``(n_rows, n_cells)``, e.g. row slices of a larger array) are added into instead of
-    new arrays.
+    new arrays.  ``check_sorted=False`` skips the check that each GPU's times are
+    sorted (for arrays already checked, e.g. :class:`tracekit.traceset.GpuArrays`).
     """
     func = "grid_cell_means"
     n_rows = int_param(func, "n_rows", n_rows, minimum=1)
     acc = GridAccumulator(grid, row_of_gpu, max_gap_ns=max_gap_ns, hold_ns=hold_ns, n_groups=n_rows,
                           cell_means=True, heat_per=heat_per, energy_j=mean_sum_w, covered_s=gpu_time_s,
                           _func=func)
-    acc._add(func, ts_ns, power_w, gpu_offsets, final=True)
+    acc._add(func, ts_ns, power_w, gpu_offsets, final=True, check_sorted=check_sorted)
     return acc.cell_means_result()
