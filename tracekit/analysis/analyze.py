@@ -221,10 +221,12 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     host_of = dict(zip(topology.get_column("gpu").to_list(), topology.get_column("host").to_list()))
     shift_ns = np.array([int(round(offsets.get(host_of.get(g), 0.0) * 1e9)) for g in gpus], dtype=np.int64)
 
+    if not streaming:  # each GPU's histogram on threads: pooled the workload, alone its levels
+        hists, _ = ph.gpu_histograms(traceset.arrays())
+        gpu_hist = dict(enumerate(hists))
+        pooled = ph.pool_histograms(hists)
     workload = opts.workload
     if workload == "auto":
-        if pooled is None:
-            pooled = ph.pooled_histogram(traceset.arrays().power_w)
         workload = ph.workload_from_histogram(pooled)
     detect_effective_s = max(effective_period_s, sample_period_s)
     peak = periods.get_column("peak_w").to_numpy().astype(np.float64)
@@ -240,8 +242,8 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     levels = tuple(lv for lv in LEVEL_ORDER if lv in opts.levels or lv == "cluster")
     ctx = _context(dparams, grid, opts, gpus, topology, shift_ns, levels)
     windows = [None]
+    ctx.gpu_hist = gpu_hist
     if streaming:
-        ctx.gpu_hist = gpu_hist
         ctx.max_rows = opts.read_rows or max(1, int(budget / 4 / PASS2_BYTES_PER_SAMPLE))
         keys = np.stack([ctx.group_of[lv] for lv in levels], axis=1)
         host_size = np.bincount(ctx.group_of["host"] if "host" in levels else np.zeros(len(gpus), dtype=np.int64))

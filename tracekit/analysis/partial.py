@@ -102,9 +102,7 @@ def sampling_task(source, gpus, window_groups: int | None = None, max_rows: int 
                     acc.push(j, ts[a:b], power[a:b])
                     hists[j] = ph.add_histograms(hists[j], ph.pooled_histogram(power[a:b]))
         st = acc.finish()
-    st["hist"] = np.zeros(0, dtype=np.int64)
-    for h in hists:
-        st["hist"] = ph.add_histograms(st["hist"], h)
+    st["hist"] = ph.pool_histograms(hists)
     st["gpu_hist"] = dict(zip((int(g) for g in gpus), hists))
     st["gpu_index"] = np.asarray(gpus, dtype=np.int64)
     return st
@@ -162,13 +160,12 @@ def merge_sampling(parts: list[dict], n_gpus: int) -> tuple[dict, np.ndarray]:
     the pooled histogram from pass-1 parts."""
     keys = [k for k in parts[0] if k not in ("gpu_index", "hist", "gpu_hist")]
     st = {k: np.empty(n_gpus, dtype=parts[0][k].dtype) for k in keys}
-    hist = np.zeros(0, dtype=np.int64)
     gpu_hist: dict = {}
     for p in parts:
         for k in keys:
             st[k][p["gpu_index"]] = p[k]
-        hist = ph.add_histograms(hist, p["hist"])
         gpu_hist.update(p.get("gpu_hist", {}))
+    hist = ph.pool_histograms([p["hist"] for p in parts])
     st["gpu_hist"] = gpu_hist
     return st, hist
 
@@ -193,7 +190,7 @@ class Context:
     windows_s: tuple[float, ...] = ()
     ramp_window_s: float = 1.0
     rules: list[Rule] = field(default_factory=list)
-    gpu_hist: dict = field(default_factory=dict)  # GPU -> its 1 W histogram (for time windows)
+    gpu_hist: dict = field(default_factory=dict)  # GPU -> its 1 W histogram (its levels)
     max_rows: int | None = None  # samples read at once within a batch (None: the whole batch)
 
     def finished_in(self, level: str, batch_no: int) -> np.ndarray:
@@ -276,8 +273,9 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
                 ts = ts - np.repeat(shift[lo:hi], np.diff(offsets))
             for j in range(hi - lo):
                 a, b = offsets[j], offsets[j + 1]
-                res = ph.detect_gpu(ts[a:b], power[a:b], ctx.detect, int(gpus[lo + j]), keep_labels=False,
-                                    check_sorted=False)
+                g = int(gpus[lo + j])
+                res = ph.detect_gpu(ts[a:b], power[a:b], ctx.detect, g, keep_labels=False, check_sorted=False,
+                                    counts=ctx.gpu_hist.get(g))
                 if res is not None:
                     phases.append(res)
             full = np.zeros(len(gpus) + 1, dtype=np.int64)  # the other GPUs: empty ranges

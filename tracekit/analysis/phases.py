@@ -95,12 +95,33 @@ def histogram_and_max(power: np.ndarray) -> tuple[np.ndarray, float]:
     return _histogram(power, float(finite_max) * 1.01 + BIN_W)[0], float(finite_max)
 
 
+def gpu_histograms(arrays: GpuArrays) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each GPU's :func:`histogram_and_max` on threads: (histograms, finite maxima).
+    Pooled (:func:`add_histograms`) they choose the workload; alone each gives its
+    GPU's levels (any range covering the GPU's samples gives the same levels)."""
+    from tracekit.engine.local import map_ranges
+
+    def part(lo: int, hi: int):
+        return [histogram_and_max(arrays.gpu(i)[1]) for i in range(lo, hi)]
+
+    per_gpu = [h for batch in map_ranges(part, np.diff(arrays.offsets)) for h in batch]
+    return [h for h, _ in per_gpu], np.array([m for _, m in per_gpu], dtype=np.float64)
+
+
 def add_histograms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Sum of two 1 W histograms of different lengths."""
     if len(a) < len(b):
         a, b = b, a
     out = a.copy()
     out[: len(b)] += b
+    return out
+
+
+def pool_histograms(hists) -> np.ndarray:
+    """Sum of 1 W histograms of any lengths (one allocation)."""
+    out = np.zeros(max((len(h) for h in hists), default=0), dtype=np.int64)
+    for h in hists:
+        out[: len(h)] += h
     return out
 
 
@@ -205,12 +226,14 @@ class GpuPhases(NamedTuple):
 
 
 def detect_gpu(ts: np.ndarray, power: np.ndarray, params: DetectParams, gpu_index: int,
-               keep_labels: bool = True, check_sorted: bool = True) -> GpuPhases | None:
-    """Levels, labels and segments of one GPU (None when it has no finite sample)."""
+               keep_labels: bool = True, check_sorted: bool = True, counts: np.ndarray | None = None) -> GpuPhases | None:
+    """Levels, labels and segments of one GPU (None when it has no finite sample);
+    ``counts``: its 1 W histogram when already known (:func:`gpu_histograms`)."""
     if len(ts) == 0:
         return None
-    det = GpuDetector(params, _histogram(power, params.hi_w)[0], gpu_index, keep_labels=keep_labels,
-                      check_sorted=check_sorted)
+    if counts is None:
+        counts = _histogram(power, params.hi_w)[0]
+    det = GpuDetector(params, counts, gpu_index, keep_labels=keep_labels, check_sorted=check_sorted)
     if det.levels is None:
         return None
     det.push(ts, power)
@@ -332,18 +355,11 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
 
     # each GPU's 1 W histogram once: pooled it picks the workload, alone it gives the
     # GPU's levels (as the streaming pass 1 does)
-    def histograms(lo: int, hi: int):
-        return [histogram_and_max(arrays.gpu(i)[1]) for i in range(lo, hi)]
-
-    per_gpu = [h for batch in map_ranges(histograms, np.diff(arrays.offsets)) for h in batch]
-    hists = [h for h, _ in per_gpu]
-    pooled = np.zeros(0, dtype=np.int64)
-    for h in hists:
-        pooled = add_histograms(pooled, h)
+    hists, maxima = gpu_histograms(arrays)
     if workload == "auto":
-        workload = workload_from_histogram(pooled)
-    maxima = [m for _, m in per_gpu if np.isfinite(m)]
-    finite_max = max(maxima) if maxima else 0.0
+        workload = workload_from_histogram(pool_histograms(hists))
+    maxima = maxima[np.isfinite(maxima)]
+    finite_max = float(maxima.max()) if len(maxima) else 0.0
     params = detect_params(workload, max_power_w=finite_max, effective_period_s=effective_period_s,
                            sample_period_s=sample_period_s, min_dwell_s=min_dwell_s)
     labels = np.full(len(arrays.ts_ns), -1, dtype=np.int8)
