@@ -8,7 +8,6 @@ Library entry points (imported lazily so ``import tracekit`` stays cheap)::
 
 from __future__ import annotations
 
-from tracekit.engine.memory import configure_polars_allocator as _configure_allocator
 from tracekit.errors import (  # noqa: F401
     InputError,
     ParameterError,
@@ -19,10 +18,6 @@ from tracekit.errors import (  # noqa: F401
 )
 
 __version__ = "0.1.0"
-
-# before anything imports Polars: its allocator hands freed memory back at once
-# (set _RJEM_MALLOC_CONF yourself to choose otherwise; see tracekit.engine.memory)
-_configure_allocator()
 
 
 def open(path, **options):  # noqa: A001 - the documented library entry point

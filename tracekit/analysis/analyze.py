@@ -168,7 +168,12 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         traceset = open_trace(traceset)
     opts = with_overrides(options, AnalyzeOptions, kw, "analyze")
     _check_options(opts)
-    step = progress or (lambda name: None)
+    def step(name: str) -> None:
+        # the last step's temporaries go back to the OS before the next step's peak
+        release_freed_memory()
+        if progress is not None:
+            progress(name)
+
     warnings: list[str] = list(traceset.quality.warnings)
     time_range = None
     if opts.since is not None or opts.until is not None:
@@ -294,8 +299,10 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         # a period shorter than two effective update periods cannot be resolved
         period_s, corr = autocorr_period_s(cluster.power_w[0], grid.step_s,
                                            min_period_s=max(0.05, 2 * effective_period_s, 2 * grid.step_s))
+        release_freed_memory()  # the FFT's buffers (a long trace: tens of MB each)
         if period_s is not None:
             per_gpu_iter = iteration_table(detection.segments, period_s)
+            release_freed_memory()  # its per-segment temporaries
             stragglers = find_stragglers(per_gpu_iter)
             iterations = (
                 per_gpu_iter.group_by("iteration")
@@ -314,6 +321,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
                 "median_compute_s": _round(per_gpu_iter.get_column("compute_s").median()),
                 "stragglers": stragglers.get_column("gpu").to_list(),
             }
+            del per_gpu_iter
         else:
             warnings.append("no periodic iteration structure found in the cluster power (autocorrelation peak "
                             f"{corr:.4f} < 0.3); iterations not reported")

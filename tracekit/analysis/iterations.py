@@ -70,28 +70,28 @@ def iteration_table(segments: pl.DataFrame, period_s: float, compute_phase: str 
     compute segments longer than 20 % of the period are matched to iteration
     ``round((start - t0) / period)`` where t0 is the earliest compute start.
     """
-    # only the columns used, GPU names as codes in name order: a long trace has
-    # millions of segments, and a hash group-by of them would hold several times more
-    names = pl.Enum(segments.get_column("gpu").unique().sort())
+    # NumPy on the frame's own buffers, GPU names as codes in name order: a long trace
+    # has millions of segments, and Polars' filters and hash group-bys of them would
+    # hold several times more (and its allocator keeps what they free)
     period_ns = period_s * 1e9
-    comp = (
-        segments.lazy()
-        .filter((pl.col("phase") == compute_phase)
-                & ((pl.col("end") - pl.col("start")).dt.total_nanoseconds() > 0.2 * period_ns))
-        .select(pl.col("gpu").cast(names), "start", "end")
-        .collect()
-    )
     time_type = segments.schema["start"]
-    if comp.height == 0:
-        return pl.DataFrame(schema={"iteration": pl.Int64, "gpu": pl.String, "compute_start": time_type,
-                                    "compute_end": time_type, "compute_s": pl.Float64})
-    t0 = comp.get_column("start").min()
-    iteration = comp.select(((pl.col("start") - t0).dt.total_nanoseconds() / period_ns).round().cast(pl.Int64))
-    iteration = iteration.to_series().to_numpy()
-    gpu = comp.get_column("gpu").to_physical().to_numpy()
-    start = comp.get_column("start").to_physical().to_numpy()
-    end = comp.get_column("end").to_physical().to_numpy()
-    del comp
+    empty = pl.DataFrame(schema={"iteration": pl.Int64, "gpu": pl.String, "compute_start": time_type,
+                                 "compute_end": time_type, "compute_s": pl.Float64})
+    if segments.height == 0:
+        return empty
+    start = segments.get_column("start").to_physical().to_numpy()
+    end = segments.get_column("end").to_physical().to_numpy()
+    keep = (segments.get_column("phase") == compute_phase).to_numpy()
+    keep &= (end - start) > 0.2 * period_ns
+    if not keep.any():
+        return empty
+    gpu_col = segments.get_column("gpu")
+    run = gpu_col.rle_id().to_numpy()  # runs of one GPU (a segments frame holds each GPU's rows together)
+    run_first = np.flatnonzero(np.concatenate([[True], run[1:] != run[:-1]]))
+    names, run_code = np.unique(np.array(gpu_col.gather(run_first).to_list(), dtype=object), return_inverse=True)
+    gpu = run_code.reshape(-1).astype(np.int32)[run][keep]
+    start, end = start[keep], end[keep]
+    iteration = np.rint((start - start.min()) / period_ns).astype(np.int64)  # half to even, as Polars' round
     # (GPU, start) order makes every (iteration, GPU) a run: the iteration grows with the start
     if len(gpu) > 1 and not ((gpu[1:] > gpu[:-1]) | ((gpu[1:] == gpu[:-1]) & (start[1:] >= start[:-1]))).all():
         order = np.lexsort((start, gpu))
@@ -107,7 +107,7 @@ def iteration_table(segments: pl.DataFrame, period_s: float, compute_phase: str 
     order = np.lexsort((out["gpu"], out["iteration"]))
     return pl.DataFrame({
         "iteration": out["iteration"][order],
-        "gpu": pl.Series(names.categories).gather(out["gpu"][order]),
+        "gpu": pl.Series("gpu", names.tolist(), dtype=pl.String).gather(out["gpu"][order]),
         "compute_start": pl.Series(out["compute_start"][order]).cast(time_type),
         "compute_end": pl.Series(out["compute_end"][order]).cast(time_type),
         "compute_s": out["compute_s"][order],

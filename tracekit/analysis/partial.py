@@ -150,9 +150,12 @@ def run_sampling(index, budget: float, *, workers: int | None = None, client=Non
                            balanced_budget(budget, costs, workers, client), max_gpus=batch_gpus)
     windows = window_groups(index, batches, budget, PASS1_BYTES_PER_SAMPLE, forced_windows)
     rows = read_rows or max(1, int(budget / 4 / PASS1_BYTES_PER_SAMPLE))
-    parts = run_ordered(sampling_task, [(index, b, w, rows) for b, w in zip(batches, windows)], workers=workers,
-                        client=client)
-    return merge_sampling(list(parts), len(index.gpus))
+    parts = []
+    for part in run_ordered(sampling_task, [(index, b, w, rows) for b, w in zip(batches, windows)], workers=workers,
+                            client=client):
+        parts.append(part)
+        release_freed_memory()  # the batch's arrays, freed on worker threads
+    return merge_sampling(parts, len(index.gpus))
 
 
 def merge_sampling(parts: list[dict], n_gpus: int) -> tuple[dict, np.ndarray]:

@@ -31,13 +31,14 @@ def metrics(power_w: np.ndarray, coverage: np.ndarray, step_s: float, *, windows
     if not ok.any():
         return {"peak_w": None, "mean_w": None, "min_w": None, "p50_w": None, "p99_w": None, "swing": {},
                 "coverage": 0.0}
-    v = x[ok]
-    peak = float(v.max())
-    q50, q99 = np.quantile(v, [0.5, 0.99])
+    v = x[ok]  # a copy: the quantiles may reorder it in place
+    peak, mean, low = float(v.max()), float(v.mean()), float(v.min())
+    q50, q99 = np.quantile(v, [0.5, 0.99], overwrite_input=True)
+    del v
     out = {
         "peak_w": round(peak, 3),
-        "mean_w": round(float(v.mean()), 3),
-        "min_w": round(float(v.min()), 3),
+        "mean_w": round(mean, 3),
+        "min_w": round(low, 3),
         "p50_w": round(float(q50), 3),
         "p99_w": round(float(q99), 3),
         "provisioned_w": provisioned_w,
@@ -51,13 +52,16 @@ def metrics(power_w: np.ndarray, coverage: np.ndarray, step_s: float, *, windows
         if cells > n or cells < 2:  # a window must span at least two grid cells
             continue
         s = window_swing(x, cells)
-        s = s[np.isfinite(s)]
+        finite = np.isfinite(s)
+        if not finite.all():
+            s = s[finite]
+        del finite
         if len(s) == 0:
             continue
         mx = float(s.max())
         out["swing"][window_label(w)] = {
             "max_w": round(mx, 3),
-            "p99_w": round(float(np.quantile(s, 0.99)), 3),
+            "p99_w": round(float(np.quantile(s, 0.99, overwrite_input=True)), 3),  # s is ours
             "max_pct_of_peak": round(100 * mx / peak, 3) if peak > 0 else None,
         }
     rc = _cells(ramp_window_s, step_s)
@@ -89,10 +93,15 @@ def moving_average(x: np.ndarray, cells: int) -> np.ndarray:
     y = fill_missing(x)
     if cells <= 1 or len(y) < cells:
         return y
-    c = np.concatenate([[0.0], np.cumsum(y)])
-    ma = (c[cells:] - c[:-cells]) / cells
+    c = np.empty(len(y) + 1)  # running sums from 0, without a concatenated copy
+    c[0] = 0.0
+    np.cumsum(y, out=c[1:])
+    del y
+    ma = c[cells:] - c[:-cells]
+    del c
+    ma /= cells
     lead = (cells - 1) // 2
-    out = np.full(len(y), np.nan)
+    out = np.full(len(ma) + cells - 1, np.nan)
     out[lead: lead + len(ma)] = ma
     return out
 
@@ -116,7 +125,8 @@ def events(power_w: np.ndarray, grid, *, smooth_s: float, threshold: float, leve
         return pl.DataFrame(schema=schema)
     base = float(np.median(sm[ok]))
     rows = []
-    for kind, dev in (("dip", base - sm), ("spike", sm - base)):
+    for kind in ("dip", "spike"):
+        dev = base - sm if kind == "dip" else sm - base
         hit = np.where(ok, dev > threshold * abs(base), False)
         edges = np.diff(np.concatenate([[0], hit.astype(np.int8), [0]]))
         starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
