@@ -10,6 +10,7 @@ depend on the number of workers.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
@@ -18,6 +19,31 @@ import numpy as np
 T = TypeVar("T")
 
 _WORKERS: int | None = None
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # threads kept between calls (a call is often only ms of work)
+_LOCAL = threading.local()
+_POOLS_LOCK = threading.Lock()
+
+
+def _mark_pool_thread() -> None:
+    _LOCAL.in_pool = True
+
+
+def _pool_map(fn: Callable, items: list, threads: int) -> list:
+    """``[fn(x) for x in items]`` on a shared pool of ``threads`` threads, in order; run
+    inline when called from one of the pool's own threads (a nested wait could take
+    every thread)."""
+    if getattr(_LOCAL, "in_pool", False):
+        return [fn(x) for x in items]
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tracekit",
+                                                        initializer=_mark_pool_thread)
+    return list(pool.map(fn, items))
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads
+    os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def default_workers() -> int:
@@ -60,8 +86,7 @@ def map_ranges(fn: Callable[[int, int], T], costs, workers: int | None = None) -
     ranges = cost_ranges(costs, workers)
     if len(ranges) <= 1:
         return [fn(a, b) for a, b in ranges]
-    with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
-        return list(pool.map(lambda r: fn(*r), ranges))
+    return _pool_map(lambda r: fn(*r), ranges, workers)
 
 
 def map_items(fn: Callable[[T], object], items: list, workers: int | None = None) -> list:
@@ -69,5 +94,4 @@ def map_items(fn: Callable[[T], object], items: list, workers: int | None = None
     workers = workers or default_workers()
     if workers <= 1 or len(items) <= 1:
         return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))
+    return _pool_map(fn, items, workers)

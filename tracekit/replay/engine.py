@@ -47,6 +47,7 @@ from typing import Callable, Literal
 import numpy as np
 import polars as pl
 
+from tracekit.engine.local import map_items
 from tracekit.engine.memory import ram_bytes, release_freed_memory
 from tracekit.traceset import slice_by_time
 from tracekit.units import format_size
@@ -687,20 +688,40 @@ def level_series(arrays: GpuArrays, grid, max_gap_s: float) -> tuple[dict, dict]
     return series, peaks
 
 
-def _masked(power_w: np.ndarray, coverage: np.ndarray) -> np.ndarray:
-    out = np.array(power_w, dtype=np.float64)
+def _full_cells(power_w: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """Cells kept for a group's figures: finite, and fully covered when at least half
+    of the finite cells (and two) are."""
+    keep = np.isfinite(power_w)
     full = coverage >= FULL_COVERAGE
-    if full.sum() >= max(2, 0.5 * np.isfinite(out).sum()):
-        out[~full] = np.nan
-    return out
+    if full.sum() >= max(2, 0.5 * keep.sum()):
+        keep &= full
+    return keep
 
 
-def _stats(x: np.ndarray) -> dict:
-    v = x[np.isfinite(x)]
+def _masked(power_w: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """``power_w`` (a float64 copy) with NaN outside :func:`_full_cells`."""
+    return np.where(_full_cells(power_w, coverage), power_w, np.nan)
+
+
+def _stats(x: np.ndarray, keep: np.ndarray | None = None) -> dict:
+    """Peak, mean, min and p99 of the finite cells of ``x`` (or of its ``keep`` cells)."""
+    v = np.asarray(x[np.isfinite(x)] if keep is None else x[keep], dtype=np.float64)  # a copy: reordered in place
     if len(v) == 0:
         return {"peak_w": None, "mean_w": None, "min_w": None, "p99_w": None}
     return {"peak_w": round(float(v.max()), 3), "mean_w": round(float(v.mean()), 3),
-            "min_w": round(float(v.min()), 3), "p99_w": round(float(np.quantile(v, 0.99)), 3)}
+            "min_w": round(float(v.min()), 3), "p99_w": round(float(np.quantile(v, 0.99, overwrite_input=True)), 3)}
+
+
+def _max_sample(arrays: GpuArrays, workers: int | None) -> float | None:
+    """Largest finite sample of all GPUs (None without samples), on threads."""
+    from tracekit.engine.local import map_ranges
+
+    if not arrays.n_samples:
+        return None
+    o = arrays.offsets
+    parts = map_ranges(lambda lo, hi: float(np.fmax.reduce(arrays.power_w[o[lo]: o[hi]])) if o[hi] > o[lo] else np.nan,
+                       np.diff(o), workers=workers)
+    return float(np.fmax.reduce(np.array(parts, dtype=np.float64)))
 
 
 def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | None = None,
@@ -719,7 +740,7 @@ def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | N
     cluster_w = np.array(cluster.power_w[0], dtype=np.float64)
     coverage = cluster.coverage[0]
     racks = series["rack"]
-    rack_w = {g: _masked(racks.power_w[i], racks.coverage[i]) for i, g in enumerate(racks.groups)}
+    rack_w = {g: (racks.power_w[i], racks.coverage[i]) for i, g in enumerate(racks.groups)}  # series, coverage
     storage_frame = None
     storage_out = None
     if storage is not None:
@@ -741,7 +762,7 @@ def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | N
             moved_j += float(np.abs(bat).sum()) * grid.step_s
             soc_min = min(soc_min, float(np.nanmin(soc)), spec.soc0)
             soc_max = max(soc_max, float(np.nanmax(soc)), spec.soc0)
-            rack_w[name] = _masked(grid_w, racks.coverage[i])
+            rack_w[name] = (grid_w, racks.coverage[i])
             frames.append(pl.DataFrame({"rack": [name] * len(p), "ts": grid.times(), "rack_w": p,
                                         "grid_w": grid_w, "soc": soc}))
         storage_frame = pl.concat(frames) if frames else None
@@ -754,12 +775,11 @@ def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | N
                    ramp_window_s=ctx.options.ramp_window_s, provisioned_w=provisioned,
                    sum_of_peaks_w=float(sum(peaks.values())) if peaks else None, with_spectrum=True)
     m.pop("_spectrum", None)
-    group_rows = []
-    for name, x in rack_w.items():
-        group_rows.append({"level": "rack", "group": name, **_stats(x)})
     hosts = series["host"]
-    for i, name in enumerate(hosts.groups):
-        group_rows.append({"level": "host", "group": name, **_stats(_masked(hosts.power_w[i], hosts.coverage[i]))})
+    items = [("rack", name, x, cov) for name, (x, cov) in rack_w.items()]
+    items += [("host", name, hosts.power_w[i], hosts.coverage[i]) for i, name in enumerate(hosts.groups)]
+    group_rows = map_items(lambda it: {"level": it[0], "group": it[1], **_stats(it[2], _full_cells(it[2], it[3]))},
+                           items, workers=ctx.options.workers)
     groups = pl.DataFrame(group_rows, schema={"level": pl.String, "group": pl.String, "peak_w": pl.Float64,
                                               "mean_w": pl.Float64, "min_w": pl.Float64, "p99_w": pl.Float64})
     energy_j = gpu_energy_j
@@ -777,7 +797,7 @@ def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | N
         "cluster_power": cluster_power,
         "storage": storage_out,
         "storage_frame": storage_frame,
-        "max_gpu_peak_w": float(np.fmax.reduce(arrays.power_w)) if arrays.n_samples else None,
+        "max_gpu_peak_w": _max_sample(arrays, ctx.options.workers),
     }
 
 
