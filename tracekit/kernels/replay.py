@@ -1200,23 +1200,25 @@ def _smooth_kernel(ts_ns, power_w, offsets, floor_w, up_w_per_s, down_w_per_s, g
             out[k - a] = v
             prev = v
             prev_t = ts_ns[k]
-        # backward: the ramp-up limit (power rises at most `up` W/s, so it starts early)
+        # backward: the ramp-up limit (power rises at most `up` W/s, so it starts early);
+        # a sample is final once this pass has passed it, so it is rounded into the
+        # output right there
         if np.isfinite(up):
             nxt = np.nan
             nxt_t = 0
             for k in range(b - 1, a - 1, -1):
                 v = out[k - a]
-                if np.isnan(v):
-                    continue
-                if not np.isnan(nxt):
-                    lim = nxt - up * ((nxt_t - ts_ns[k]) * 1e-9)
-                    if lim > v:
-                        v = lim
-                        out[k - a] = v
-                nxt = v
-                nxt_t = ts_ns[k]
-        for k in range(a, b):
-            out32[k] = out[k - a]
+                if not np.isnan(v):
+                    if not np.isnan(nxt):
+                        lim = nxt - up * ((nxt_t - ts_ns[k]) * 1e-9)
+                        if lim > v:
+                            v = lim
+                    nxt = v
+                    nxt_t = ts_ns[k]
+                out32[k] = v
+        else:
+            for k in range(a, b):
+                out32[k] = out[k - a]
 
 
 def smooth_power(

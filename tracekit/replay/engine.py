@@ -958,9 +958,8 @@ def _per_gpu_swing(ctx: Context, arrays: GpuArrays, sel: np.ndarray, window_s: f
         cells = max(2, int(round(window_s / step))) if step > 0 else 2
         if cells >= len(p):
             cells = len(p) - 1
-        s = window_swing(np.asarray(p, dtype=np.float64), cells)
-        s = s[np.isfinite(s)]
-        return float(s.max()) if len(s) else None
+        top = float(np.fmax.reduce(window_swing(np.asarray(p, dtype=np.float64), cells)))  # NaN: none finite
+        return top if np.isfinite(top) else None
 
     chosen = np.flatnonzero(sel)
     swings = [x for part in map_ranges(lambda lo, hi: [largest_swing(i) for i in chosen[lo:hi]],
