@@ -677,3 +677,21 @@ def test_replay_refuses_a_trace_over_the_memory_limit(capfd):
     assert exc.value.code == 2
     assert err == ("tracekit: error: replay holds the whole trace in memory: ~110 MiB for 1,918,032 samples, over "
                    "the limit of 10 MiB; replay a time slice (--since/--until) or raise --memory-limit\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_critical_rows_equal_the_last_of_a_stable_sort(data):
+    """critical_rows (vectorised) = assigning rows in stable order of their end, the
+    last assignment per group winning (ties, NaN, +-inf and empty groups included)."""
+    from tracekit.replay.engine import critical_rows
+
+    n_groups = data.draw(st.integers(1, 6))
+    n = data.draw(st.integers(0, 30))
+    group = np.array(data.draw(st.lists(st.integers(0, n_groups - 1), min_size=n, max_size=n)), dtype=np.int64)
+    values = st.sampled_from([0.0, 1.0, 2.0, 2.5, np.nan, np.inf, -np.inf])
+    end = np.array(data.draw(st.lists(values, min_size=n, max_size=n)), dtype=np.float64)
+    want = np.full(n_groups, -1, dtype=np.int64)
+    for r in np.argsort(end, kind="stable"):
+        want[group[r]] = r
+    np.testing.assert_array_equal(critical_rows(group, end, n_groups), want)

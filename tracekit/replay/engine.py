@@ -541,10 +541,25 @@ def _extra_length(it: Iterations, e_new: np.ndarray) -> tuple[np.ndarray, np.nda
     n_groups = len(it.base_end_ns)
     new_end = np.full(n_groups, -np.inf)
     np.maximum.at(new_end, it.group, end)
+    return new_end - it.base_end_ns, critical_rows(it.group, end, n_groups)
+
+
+def critical_rows(group: np.ndarray, end: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, the row that ends last, as the last row in a stable sort by end
+    would be: of equal ends the last row, a NaN end after every number; -1 for a
+    group without rows."""
     crit = np.full(n_groups, -1, dtype=np.int64)
-    for r in np.argsort(end, kind="stable"):
-        crit[it.group[r]] = r
-    return new_end - it.base_end_ns, crit
+    nan = np.isnan(end)
+    ok = ~nan
+    latest = np.full(n_groups, -np.inf)
+    np.maximum.at(latest, group[ok], end[ok])
+    last = ok & (end == latest[group])  # the rows at their group's latest end
+    np.maximum.at(crit, group[last], np.flatnonzero(last))
+    if nan.any():  # a group with NaN ends: its last NaN row
+        nan_crit = np.full(n_groups, -1, dtype=np.int64)
+        np.maximum.at(nan_crit, group[nan], np.flatnonzero(nan))
+        crit = np.where(nan_crit >= 0, nan_crit, crit)
+    return crit
 
 
 def _clock_excess(res: Resolved, cw: K.ClockWindows) -> float:
