@@ -288,13 +288,7 @@ def _iterations(arrays: GpuArrays, segments: pl.DataFrame, period_s: float, max_
     compute = (ts[all_z] - ts[all_a]).astype(np.float64)
     base_end = np.full(n_groups, -np.inf)
     np.maximum.at(base_end, all_group, lag + compute)
-    crit = np.full(n_groups, -1, dtype=np.int64)
-    end = lag + compute
-    # per group the row with the largest end (ties: the last row)
-    order = np.lexsort((np.arange(len(end)), end, all_group))
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = all_group[order[1:]] != all_group[order[:-1]]
-    crit[all_group[order[last]]] = order[last]
+    crit = critical_rows(all_group, lag + compute, n_groups)
     offsets = np.zeros(len(arrays.gpus) + 1, dtype=np.int64)
     np.cumsum(np.bincount(all_g, minlength=len(arrays.gpus)), out=offsets[1:])
     azn = np.stack([all_a, all_z, all_n], axis=1)
