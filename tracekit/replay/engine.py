@@ -236,12 +236,12 @@ def _iterations(arrays: GpuArrays, segments: pl.DataFrame, period_s: float, max_
     ce = t.get_column("ce").to_numpy()[order]
     a = np.empty(len(gi), dtype=np.int64)
     z = np.empty(len(gi), dtype=np.int64)
-    for g in np.unique(gi):
-        rows = np.flatnonzero(gi == g)
-        lo, hi = arrays.offsets[g], arrays.offsets[g + 1]
+    cuts = np.flatnonzero(np.diff(gi)) + 1  # gi is sorted: each GPU's rows are one slice
+    for r0, r1 in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(gi)]])):
+        lo, hi = arrays.offsets[gi[r0]], arrays.offsets[gi[r0] + 1]
         ts = arrays.ts_ns[lo:hi]
-        a[rows] = lo + np.searchsorted(ts, cs[rows], side="left")
-        z[rows] = lo + np.searchsorted(ts, ce[rows], side="left")
+        a[r0:r1] = lo + np.searchsorted(ts, cs[r0:r1], side="left")
+        z[r0:r1] = lo + np.searchsorted(ts, ce[r0:r1], side="left")
     same_next = np.zeros(len(gi), dtype=bool)
     same_next[:-1] = gi[1:] == gi[:-1]
     nxt_a = np.full(len(gi), -1, dtype=np.int64)
