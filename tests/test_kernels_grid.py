@@ -282,3 +282,42 @@ def test_accumulator_rejects_chunks_out_of_time_order():
     acc.finish()
     with pytest.raises(ParameterError, match="finished"):
         acc.add_gpu(0, np.array([9]), np.ones(1))
+
+
+def _levels_reference(mean_sum, time_sum, group_of_row, sizes, step_s):
+    """Row sums into groups in row order, NaN where uncovered, coverage capped at 1."""
+    power = np.zeros((len(sizes), mean_sum.shape[1]))
+    gpu_time = np.zeros_like(power)
+    for r, g in enumerate(group_of_row):
+        power[g] += mean_sum[r]
+        gpu_time[g] += time_sum[r]
+    power[gpu_time <= 0] = np.nan
+    coverage = np.minimum(gpu_time / (np.asarray(sizes, dtype=np.float64)[:, None] * step_s), 1.0)
+    return power, coverage
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), workers=st.sampled_from([1, 2, 3]))
+def test_level_series_from_rows_equals_numpy_sums(data, workers):
+    """Bitwise the NumPy row sums (grouped and in place), any thread split."""
+    from tracekit.kernels.grid import level_series_from_rows
+
+    n_rows = data.draw(st.integers(1, 7))
+    n_cells = data.draw(st.integers(0, 50))
+    n_groups = data.draw(st.integers(1, n_rows))
+    group_of_row = np.array(data.draw(st.lists(st.integers(0, n_groups - 1), min_size=n_rows, max_size=n_rows)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    mean_sum = rng.random((n_rows, n_cells)) * 700
+    time_sum = rng.choice([0.0, 0.0005, 0.001, 0.002], size=(n_rows, n_cells))  # uncovered and over-full cells
+    sizes = rng.integers(1, 4, n_groups).astype(np.float64)
+    want = _levels_reference(mean_sum, time_sum, group_of_row, sizes, 0.001)
+    got = level_series_from_rows(mean_sum, time_sum, group_of_row, sizes, 0.001, workers=workers)
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(g, w)
+    row_sizes = rng.integers(1, 4, n_rows).astype(np.float64)
+    want = _levels_reference(mean_sum, time_sum, np.arange(n_rows), row_sizes, 0.001)
+    m, t = mean_sum.copy(), time_sum.copy()
+    got = level_series_from_rows(m, t, np.arange(n_rows), row_sizes, 0.001, in_place=True, workers=workers)
+    assert got[0] is m and got[1] is t
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(g, w)

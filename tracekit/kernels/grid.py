@@ -604,3 +604,75 @@ def grid_cell_means(
                           _func=func)
     acc._add(func, ts_ns, power_w, gpu_offsets, final=True, check_sorted=check_sorted)
     return acc.cell_means_result()
+
+
+# --------------------------------------------------------------------------- levels from rows
+@kernel
+def _level_sums_kernel(mean_sum, time_sum, group_of_row, c_lo, c_hi, power, gpu_time):
+    # rows in ascending order into their group, cells c_lo..c_hi-1 (one thread's slice)
+    for r in range(mean_sum.shape[0]):
+        g = group_of_row[r]
+        for c in range(c_lo, c_hi):
+            power[g, c] += mean_sum[r, c]
+            gpu_time[g, c] += time_sum[r, c]
+
+
+@kernel
+def _finish_level_kernel(power, gpu_time, denom, c_lo, c_hi):
+    # NaN power where no GPU covers the cell; GPU-seconds -> coverage in [0, 1], in place
+    for g in range(power.shape[0]):
+        d = denom[g]
+        for c in range(c_lo, c_hi):
+            t = gpu_time[g, c]
+            if t <= 0:
+                power[g, c] = np.nan
+            v = t / d
+            if v > 1.0:
+                v = 1.0
+            gpu_time[g, c] = v
+
+
+def _cell_ranges(n_cells: int, workers: int | None, fn) -> None:
+    from tracekit.engine.local import map_ranges
+
+    if n_cells:
+        map_ranges(fn, np.ones(n_cells), workers)  # equal cell slices, one per thread
+
+
+def level_series_from_rows(
+    mean_sum_w: NDArray[np.float64],
+    gpu_time_s: NDArray[np.float64],
+    group_of_row: NDArray[np.integer],
+    group_size: NDArray[np.floating],
+    step_s: float,
+    *,
+    in_place: bool = False,
+    workers: int | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Group series from row sums of :func:`grid_cell_means`: (power W, coverage).
+
+    ``power[g]`` is the sum of the rows of group ``g`` (added in row order), NaN
+    where the group's GPU-seconds are 0; ``coverage[g]`` is its GPU-seconds over
+    ``group_size[g] * step_s``, at most 1.  With ``in_place`` (rows = groups) the
+    row arrays themselves become power and coverage.  Cells are split across threads.
+    """
+    func = "level_series_from_rows"
+    mean_sum = out_array(func, "mean_sum_w", mean_sum_w, getattr(mean_sum_w, "shape", ()), np.float64)
+    if mean_sum.ndim != 2:
+        raise SchemaError(f"{func}: mean_sum_w must be 2-D (rows, cells), got shape {mean_sum.shape}")
+    time_sum = out_array(func, "gpu_time_s", gpu_time_s, mean_sum.shape, np.float64)
+    size = np.asarray(group_size, dtype=np.float64).reshape(-1)
+    n_cells = mean_sum.shape[1]
+    if in_place:
+        if size.size != mean_sum.shape[0]:
+            raise SchemaError(f"{func}: in place needs one group per row ({mean_sum.shape[0]}), got {size.size}")
+        power, gpu_time = mean_sum, time_sum
+    else:
+        groups = _check_groups(func, group_of_row, mean_sum.shape[0], max(size.size, 1))
+        power = np.zeros((size.size, n_cells))
+        gpu_time = np.zeros((size.size, n_cells))
+        _cell_ranges(n_cells, workers, lambda lo, hi: _level_sums_kernel(mean_sum, time_sum, groups, lo, hi, power,
+                                                                         gpu_time))
+    denom = size * step_s
+    _cell_ranges(n_cells, workers, lambda lo, hi: _finish_level_kernel(power, gpu_time, denom, lo, hi))
+    return power, gpu_time
