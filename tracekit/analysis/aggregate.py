@@ -16,7 +16,7 @@ import numpy as np
 
 from tracekit.traceset import GpuArrays
 from tracekit.errors import ParameterError
-from tracekit.kernels.grid import accumulate_grid, level_series_from_rows, time_grid
+from tracekit.kernels.grid import accumulate_grid, time_grid
 
 HEATMAP_COLUMNS = 600
 
@@ -178,9 +178,19 @@ def aggregate_all(
     series = {}
     for lv in [lv for lv in levels if lv not in finest] + finest:
         names, _, members = groupings[lv]
-        sizes = np.array([len(m) for m in members], dtype=np.float64)
-        power, coverage = level_series_from_rows(mean_sum, time_sum, group_of_row[lv], sizes, grid.step_s,
-                                                 in_place=lv in finest)
+        if lv in finest:
+            power, gpu_time = mean_sum, time_sum
+        else:
+            power = np.zeros((len(names), grid.n_cells))
+            gpu_time = np.zeros((len(names), grid.n_cells))
+            for r in range(n_rows):
+                g = group_of_row[lv][r]
+                power[g] += mean_sum[r]
+                gpu_time[g] += time_sum[r]
+        power[gpu_time <= 0] = np.nan
+        sizes = np.array([len(m) for m in members], dtype=np.float64)[:, None]
+        coverage = np.divide(gpu_time, sizes * grid.step_s, out=gpu_time)  # in place: GPU-seconds not kept
+        np.minimum(coverage, 1.0, out=coverage)  # >= 0; np.clip is several times slower
         series[lv] = LevelSeries(lv, names, members, power, coverage)
     series = {lv: series[lv] for lv in levels}
     return series, peaks, heatmap
