@@ -249,7 +249,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     windows = [None]
     ctx.gpu_hist = gpu_hist
     if streaming:
-        ctx.max_rows = opts.read_rows or max(1, int(budget / 4 / PASS2_BYTES_PER_SAMPLE))
+        ctx.max_rows = opts.read_rows or max(1, int(budget / 8 / PASS2_BYTES_PER_SAMPLE))
         keys = np.stack([ctx.group_of[lv] for lv in levels], axis=1)
         host_size = np.bincount(ctx.group_of["host"] if "host" in levels else np.zeros(len(gpus), dtype=np.int64))
         per_gpu_grid = grid.n_cells * 32.0 / host_size[ctx.group_of["host"] if "host" in levels else 0]

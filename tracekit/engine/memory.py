@@ -21,8 +21,8 @@ def peak_rss_mib() -> float:
 
 
 def release_freed_memory() -> None:
-    """Hand freed heap memory back to the operating system (glibc ``malloc_trim``;
-    nothing elsewhere).
+    """Hand freed heap memory back to the operating system: glibc's (``malloc_trim``;
+    nothing elsewhere) and the Arrow memory pool's (Parquet reads), when loaded.
 
     The per-GPU and per-cell temporaries of one step (phases, grid series, a streamed
     batch: a few MB to tens of MB each, many on worker threads) are freed into
@@ -33,6 +33,10 @@ def release_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+    import sys
+
+    if "pyarrow" in sys.modules:  # its pool (mimalloc by default) keeps what row-group reads freed
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
 
 
 def _malloc_trim():
