@@ -358,10 +358,16 @@ def md_stream(r: dict) -> list[str]:
     lines = [f"`tracekit analyze DIR --json [flags]` as a fresh process (peak RSS = the child's own ru_maxrss) on "
              f"`tracekit synth training` data: small {d.get('small', {}).get('samples'):,} samples, large "
              f"{d.get('large', {}).get('samples'):,} samples.", ""]
-    rows = [[k, " ".join(c["flags"]) or "(default: --memory-limit 2GiB)", f"{c['samples']:,}", _s(c["wall_s"]),
-             _rate(c["samples_per_s"]), _f(c["peak_rss_mib"], 1), f"{c['engine']['mode']}, {c['engine']['batches']}"]
+    def runs(c: dict, key: str) -> str:
+        vals = c.get(key) or []
+        return f" ({', '.join(_f(v, 1) for v in vals)})" if len(vals) > 1 else ""
+
+    rows = [[k, " ".join(c["flags"]) or "(default: --memory-limit 2GiB)", f"{c['samples']:,}",
+             _s(c["wall_s"]) + runs(c, "runs_wall_s"), _rate(c["samples_per_s"]),
+             _f(c["peak_rss_mib"], 1) + runs(c, "runs_peak_rss_mib"), f"{c['engine']['mode']}, {c['engine']['batches']}"]
             for k, c in r.get("cases", {}).items()]
-    lines += _table(["case", "flags", "samples", "wall s", "samples/s", "peak RSS MiB", "engine, batches"], rows)
+    lines += _table(["case", "flags", "samples", "wall s (median; runs)", "samples/s", "peak RSS MiB (median; runs)",
+                     "engine, batches"], rows)
     ck = r.get("checks", {})
     lines += ["", f"- 1 B samples within 60 s: {ck.get('large_within_60s')}; within 2 GiB: "
                   f"{ck.get('large_rss_within_2gib')}; peak RSS large / small: {ck.get('rss_large_over_small')}; "

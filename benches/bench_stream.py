@@ -12,7 +12,8 @@ expected row count (``--quick``: 256 GPUs x 40 s and x 400 s).
 Cases, each ``tracekit analyze DIR --json [FLAGS]`` as a fresh process (wall time and
 the child's own peak RSS, ``ru_maxrss`` printed by the child at exit):
 
-1. both sets with the default ``--memory-limit`` (2 GiB), and the large set with
+1. both sets with the default ``--memory-limit`` (2 GiB), ``--repeat`` runs each
+   (medians of wall time and peak RSS, every run listed), and the large set once with
    ``--memory-limit 1GiB``: the targets are <= 60 s and <= 2 GiB for 1 B samples, and
    peak RSS flat within 25 % from 100 M to 1 B samples;
 2. the large set on a ``dask.distributed.LocalCluster`` (worker processes with one
@@ -27,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -72,13 +74,18 @@ def run_analyze(path: Path, flags: list[str]) -> dict:
     return {"wall_s": round(wall, 3), "summary": json.loads(proc.stdout), "peak_rss_mib": round(rss[-1] / 1024, 1)}
 
 
-def timed(path: Path, flags: list[str], rows: int) -> dict:
-    r = run_analyze(path, flags)
-    s = r["summary"]
+def timed(path: Path, flags: list[str], rows: int, repeat: int = 1) -> dict:
+    """``repeat`` runs: the median wall time and peak RSS (a run's peak varies with how
+    the threads' batches overlap), with every run's figures."""
+    runs = [run_analyze(path, flags) for _ in range(repeat)]
+    s = runs[-1]["summary"]
     if s["dataset"]["samples"] != rows:
         raise SystemExit(f"{path}: analyzed {s['dataset']['samples']} samples, expected {rows}")
-    return {"flags": flags, "wall_s": r["wall_s"], "samples": rows, "samples_per_s": round(rows / r["wall_s"]),
-            "peak_rss_mib": r["peak_rss_mib"], "engine": s["dataset"].get("engine"), "summary": s}
+    wall = statistics.median(r["wall_s"] for r in runs)
+    return {"flags": flags, "wall_s": round(wall, 3), "samples": rows, "samples_per_s": round(rows / wall),
+            "peak_rss_mib": round(statistics.median(r["peak_rss_mib"] for r in runs), 1),
+            "runs_wall_s": [r["wall_s"] for r in runs], "runs_peak_rss_mib": [r["peak_rss_mib"] for r in runs],
+            "engine": s["dataset"].get("engine"), "summary": s}
 
 
 def _close(a, b, path="") -> list[str]:
@@ -102,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--data-dir", type=Path, default=REPO / "benches" / "bench_data")
     ap.add_argument("--no-dask", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each default case (medians reported)")
     args = ap.parse_args(argv)
     gpus, small_s, large_s = (256, 40, 400) if args.quick else (1024, 100, 1000)
     load0 = load_avg()
@@ -112,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     # warm the Numba cache and the page cache of the files
     run_analyze(small, [])
     cases = {
-        "small_default": timed(small, [], small_rows),
-        "large_default": timed(large, [], large_rows),
+        "small_default": timed(small, [], small_rows, args.repeat),
+        "large_default": timed(large, [], large_rows, args.repeat),
     }
     cases["large_1gib"] = timed(large, ["--memory-limit", "1GiB"], large_rows)
     out = {
