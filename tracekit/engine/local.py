@@ -4,7 +4,9 @@ Kernels release the GIL (``nogil=True``), so threads run them on all cores witho
 copying arrays between processes.  Work is split into contiguous batches of roughly
 equal cost (samples per GPU), not equal item counts (stumpy's ``_get_array_ranges``
 does the same), and results are merged serially in item order, so the answer does not
-depend on the number of workers.
+depend on the number of workers.  The threads are kept between calls (one pool per
+size): many calls are a few milliseconds of kernel work, where starting threads would
+show.
 """
 
 from __future__ import annotations
