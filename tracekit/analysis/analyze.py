@@ -76,7 +76,7 @@ class AnalyzeOptions:
     since: str | int | None = None
     until: str | int | None = None
     #: streaming: read at most this many samples at once within a batch (tests and
-    #: tuning; default: a quarter of the batch budget)
+    #: tuning; default: a quarter of the batch budget in pass 1, an eighth in pass 2)
     read_rows: int | None = None
     #: streaming: read every batch in time windows of this many row groups per GPU
     #: (tests and tuning; default: only batches over the memory budget)
@@ -168,6 +168,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         traceset = open_trace(traceset)
     opts = with_overrides(options, AnalyzeOptions, kw, "analyze")
     _check_options(opts)
+
     def step(name: str) -> None:
         # the last step's temporaries go back to the OS before the next step's peak
         release_freed_memory()
@@ -282,8 +283,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     merger.finish()
     phases, merger.phases = sorted(merger.phases, key=lambda r: r.gpu), []
     detection = ph.assemble(dparams, gpus, phases, detect_effective_s, phase_hist=merger.phase_hist)
-    del phases
-    release_freed_memory()
+    del phases  # their arrays are in the frame now; the next step() hands the heap back
     warnings += detection.warnings
 
     step("swings")

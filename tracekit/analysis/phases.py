@@ -226,14 +226,16 @@ class GpuPhases(NamedTuple):
 
 
 def detect_gpu(ts: np.ndarray, power: np.ndarray, params: DetectParams, gpu_index: int,
-               keep_labels: bool = True, check_sorted: bool = True, counts: np.ndarray | None = None) -> GpuPhases | None:
+               keep_labels: bool = True, check_sorted: bool = True, counts: np.ndarray | None = None,
+               phase_hist: bool = True) -> GpuPhases | None:
     """Levels, labels and segments of one GPU (None when it has no finite sample);
     ``counts``: its 1 W histogram when already known (:func:`gpu_histograms`)."""
     if len(ts) == 0:
         return None
     if counts is None:
         counts = _histogram(power, params.hi_w)[0]
-    det = GpuDetector(params, counts, gpu_index, keep_labels=keep_labels, check_sorted=check_sorted)
+    det = GpuDetector(params, counts, gpu_index, keep_labels=keep_labels, phase_hist=phase_hist,
+                      check_sorted=check_sorted)
     if det.levels is None:
         return None
     det.push(ts, power)
@@ -366,15 +368,10 @@ def detect(arrays: GpuArrays, *, workload: str, effective_period_s: float, sampl
 
     def one_gpu(i: int):
         ts, power = arrays.gpu(i)
-        if len(ts) == 0:
-            return None
-        det = GpuDetector(params, hists[i], i, keep_labels=True, phase_hist=phase_hist,
-                          check_sorted=False)  # GpuArrays are sorted per GPU
-        if det.levels is None:
-            return None
-        det.push(ts, power)
-        res = det.finish()
-        labels[arrays.offsets[i]: arrays.offsets[i + 1]] = res.labels
+        res = detect_gpu(ts, power, params, i, check_sorted=False,  # GpuArrays are sorted per GPU
+                         counts=hists[i], phase_hist=phase_hist)
+        if res is not None:
+            labels[arrays.offsets[i]: arrays.offsets[i + 1]] = res.labels
         return res
 
     batches = map_ranges(lambda lo, hi: [one_gpu(i) for i in range(lo, hi)], np.diff(arrays.offsets))

@@ -47,7 +47,7 @@ from typing import Callable, Literal
 import numpy as np
 import polars as pl
 
-from tracekit.engine.local import map_items
+from tracekit.engine.local import map_items, map_ranges
 from tracekit.engine.memory import ram_bytes, release_freed_memory
 from tracekit.traceset import slice_by_time
 from tracekit.units import format_size
@@ -723,8 +723,6 @@ def _stats(x: np.ndarray, keep: np.ndarray | None = None) -> dict:
 
 def _max_sample(arrays: GpuArrays, workers: int | None) -> float | None:
     """Largest finite sample of all GPUs (None without samples), on threads."""
-    from tracekit.engine.local import map_ranges
-
     if not arrays.n_samples:
         return None
     o = arrays.offsets
@@ -956,8 +954,6 @@ def _per_gpu_swing(ctx: Context, arrays: GpuArrays, sel: np.ndarray, window_s: f
     """Smallest per-GPU swing (max - min over ``window_s`` windows of the GPU's own
     samples, largest window) as W and % of TDP, over the selected GPUs."""
     from tracekit.kernels.windows import window_swing
-
-    from tracekit.engine.local import map_ranges
 
     def largest_swing(i: int) -> float | None:
         ts, p = arrays.gpu(i)
