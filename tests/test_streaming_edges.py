@@ -434,3 +434,21 @@ def test_unsorted_sample_frame_is_refused():
     samples = samples.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))
     with pytest.raises(SchemaError, match=r"GPU a's row 2 is earlier than row 1"):
         gpu_arrays(samples, pl.DataFrame({"gpu": ["a", "b"]}))
+
+
+@pytest.mark.parametrize("loaded", [False, True])
+def test_samples_of_a_time_slice_are_the_slice(grouped, loaded):
+    """``samples`` of a sliced dataset (read back from its files, all columns) holds the
+    slice's rows only, the same as its arrays."""
+    first = _first_ns(grouped)
+    lo, hi = first + 1_111_111_111, first + 2_222_222_222
+    ts = tracekit.open(grouped)
+    if loaded:
+        ts.arrays()
+    part = ts.time_slice(lo, None).time_slice(None, hi)
+    a = part.arrays()
+    s = part.samples
+    assert s.height == a.n_samples
+    t = s.get_column("ts").dt.epoch("ns").to_numpy()
+    assert t.min() >= lo and t.max() < hi
+    np.testing.assert_array_equal(np.sort(t), np.sort(a.ts_ns))

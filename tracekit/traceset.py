@@ -179,6 +179,9 @@ class TraceSet:
         #: samples are read on first use (or streamed by GPU batch, never all at once)
         self.index = index
         self._periods: pl.DataFrame | None = None
+        #: ``[start_ns, end_ns)`` of a :meth:`time_slice` (None = open), applied to
+        #: :attr:`samples` when they are read from the dataset's files
+        self._time_range: tuple[int | None, int | None] = (None, None)
 
     @property
     def samples(self) -> pl.DataFrame:
@@ -188,7 +191,13 @@ class TraceSet:
             if self.manifest is not None and self.sources and self.sources[0].get("format") == "canonical":
                 from tracekit.io.dataset import read_dataset_samples
 
-                self._samples = read_dataset_samples(self.sources[0]["path"])
+                samples = read_dataset_samples(self.sources[0]["path"])
+                lo, hi = self._time_range
+                if lo is not None or hi is not None:  # a time slice: its rows only, as its arrays
+                    ts = pl.col("ts").dt.epoch("ns")
+                    samples = samples.filter((ts >= lo) if hi is None else (ts < hi) if lo is None
+                                             else (ts >= lo) & (ts < hi))
+                self._samples = samples
             else:
                 self._samples = self._arrays.to_frame()
         return self._samples
@@ -253,9 +262,14 @@ class TraceSet:
         """The samples with ``start_ns <= ts < end_ns`` (None = open), as a new TraceSet
         with the same topology and sources; a dataset not in memory stays lazy (its
         row groups outside the range are never read)."""
+        lo, hi = self._time_range  # a slice of a slice is the intersection
+        lo = start_ns if lo is None else lo if start_ns is None else max(lo, start_ns)
+        hi = end_ns if hi is None else hi if end_ns is None else min(hi, end_ns)
         if not self.loaded and self.index is not None:
-            return TraceSet(None, self.topology, self.quality, self.sources, self.path, self.manifest,
-                            index=self.index.restrict(start_ns, end_ns))
+            out = TraceSet(None, self.topology, self.quality, self.sources, self.path, self.manifest,
+                           index=self.index.restrict(start_ns, end_ns))
+            out._time_range = (lo, hi)
+            return out
         a = self.arrays()
         keep = np.ones(len(a.ts_ns), dtype=bool)
         if start_ns is not None:
@@ -266,7 +280,9 @@ class TraceSet:
         offsets = np.zeros(len(a.gpus) + 1, dtype=np.int64)
         np.cumsum(np.bincount(gpu_of_row[keep], minlength=len(a.gpus)), out=offsets[1:])
         arrays = GpuArrays(a.gpus, offsets, a.ts_ns[keep], a.power_w[keep], a.topology)
-        return TraceSet(None, self.topology, self.quality, self.sources, self.path, self.manifest, arrays=arrays)
+        out = TraceSet(None, self.topology, self.quality, self.sources, self.path, self.manifest, arrays=arrays)
+        out._time_range = (lo, hi)
+        return out
 
     def _streamed_periods(self, budget_bytes: float = 256 * 2**20) -> pl.DataFrame:
         """:meth:`gpu_periods` of a dataset too large to load: pass 1 of the streaming

@@ -187,6 +187,8 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
 
     step("resolution")
     pooled = None
+    if not streaming:  # held whole anyway: read it first, so its periods are not streamed from the files
+        traceset.arrays()
     if streaming:
         source = traceset.index
         if traceset.n_samples == 0:

@@ -309,15 +309,15 @@ def build_context(traceset, options: ReplayOptions, progress: Callable[[str], No
     from tracekit.analysis.iterations import autocorr_period_s
 
     progress("resolution")
-    sample_period_s, effective_period_s = traceset.median_periods_s("replay")
-    resolution_s = options.resolution_s or sample_period_s
-    if not resolution_s > 0:
-        raise ParameterError(f"resolution must be positive, got {resolution_s}")
     if not options.cap_window_s > 0:
         raise ParameterError(f"--cap-window must be positive, got {options.cap_window_s}")
     if not options.max_gap_s > 0:
         raise ParameterError(f"--max-gap must be positive, got {options.max_gap_s}")
-    arrays = traceset.arrays()
+    arrays = traceset.arrays()  # first: the periods then come from it, not from a streamed pass over the files
+    sample_period_s, effective_period_s = traceset.median_periods_s("replay")
+    resolution_s = options.resolution_s or sample_period_s
+    if not resolution_s > 0:
+        raise ParameterError(f"resolution must be positive, got {resolution_s}")
 
     progress("phases")
     det = ph.detect(arrays, workload=options.workload, effective_period_s=max(effective_period_s, sample_period_s),
