@@ -53,6 +53,19 @@ def _median_of_diffs(t):
 
 
 @kernel
+def _add_moment(p, s, cnt, lo, hi):
+    """(sum, count, min, max) with sample ``p`` added when finite (scalars: inlined)."""
+    if np.isfinite(p):
+        s += p
+        cnt += 1
+        if p < lo:
+            lo = p
+        if p > hi:
+            hi = p
+    return s, cnt, lo, hi
+
+
+@kernel
 def _moments_kernel(power_w, out):
     # out = [sum, count, min, max], continued in the same order as the one-pass kernel
     s = out[0]
@@ -60,14 +73,7 @@ def _moments_kernel(power_w, out):
     lo = out[2]
     hi = out[3]
     for i in range(power_w.shape[0]):
-        p = power_w[i]
-        if np.isfinite(p):
-            s += p
-            cnt += 1
-            if p < lo:
-                lo = p
-            if p > hi:
-                hi = p
+        s, cnt, lo, hi = _add_moment(power_w[i], s, cnt, lo, hi)
     out[0] = s
     out[1] = cnt
     out[2] = lo
@@ -90,23 +96,18 @@ def _gpu_sampling_kernel(ts_ns, power_w, offsets, out_f, out_i):
             continue
         out_i[g, 1] = ts_ns[a]
         out_i[g, 2] = ts_ns[b - 1]
-        # the times where the power value changes
+        # the times where the power value changes, and the moments, in one pass
         change = np.empty(n, dtype=np.int64)
         m = 0
         last = power_w[a]
+        s, cnt, lo, hi = _add_moment(last, 0.0, 0.0, np.inf, -np.inf)
         for i in range(a + 1, b):
             p = power_w[i]
+            s, cnt, lo, hi = _add_moment(p, s, cnt, lo, hi)
             if p != last and not (np.isnan(p) and np.isnan(last)):
                 change[m] = ts_ns[i]
                 m += 1
                 last = p
-        mom = np.empty(4)
-        mom[0] = 0.0
-        mom[1] = 0.0
-        mom[2] = np.inf
-        mom[3] = -np.inf
-        _moments_kernel(power_w[a:b], mom)
-        cnt = mom[1]
         # sampling period: median time between consecutive samples
         if n > 1:
             out_f[g, 0] = _median_of_diffs(ts_ns[a:b]) / 1e6
@@ -117,9 +118,9 @@ def _gpu_sampling_kernel(ts_ns, power_w, offsets, out_f, out_i):
             out_f[g, 1] = _median_of_diffs(change[:m]) / 1e6
         else:
             out_f[g, 1] = np.nan
-        out_f[g, 2] = mom[0] / cnt if cnt else np.nan
-        out_f[g, 3] = mom[2] if cnt else np.nan
-        out_f[g, 4] = mom[3] if cnt else np.nan
+        out_f[g, 2] = s / cnt if cnt else np.nan
+        out_f[g, 3] = lo if cnt else np.nan
+        out_f[g, 4] = hi if cnt else np.nan
 
 
 def gpu_sampling(
