@@ -147,10 +147,9 @@ def gpu_arrays(samples: pl.DataFrame, topology: pl.DataFrame) -> GpuArrays:
     offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
     np.cumsum(counts.get_column("len").to_numpy(), out=offsets[1:])
     ts = np.ascontiguousarray(samples.get_column("ts").dt.epoch("ns").to_numpy())
-    i = first_decrease(ts, offsets)
+    i, run = first_decrease(ts, offsets)
     if i >= 0:
-        g = gpus[int(np.searchsorted(offsets, i, side="right") - 1)]
-        raise SchemaError(f"samples must be sorted by (gpu, ts): GPU {g}'s row {i + 1} is earlier than row {i}")
+        raise SchemaError(f"samples must be sorted by (gpu, ts): GPU {gpus[run]}'s row {i + 1} is earlier than row {i}")
     power = samples.get_column("power_w").cast(pl.Float32).to_numpy()
     return GpuArrays(gpus, offsets, ts, np.ascontiguousarray(power), topology)
 

@@ -440,7 +440,7 @@ def _check_sorted_group(ts: np.ndarray, path: Path, group: int, runs: np.ndarray
     a GPU's groups."""
     from tracekit.kernels._validate import first_decrease
 
-    i = first_decrease(ts, runs)
+    i, _ = first_decrease(ts, runs)
     if i >= 0:
         raise InputError(f"ts is not sorted in row group {group} (row {i + 1} is earlier than row {i}); canonical "
                          "datasets are sorted by (gpu, ts)", path=str(path))
@@ -472,9 +472,9 @@ def _read_with_gpu_column(path, files: list[Path], n_rows: int, ts: np.ndarray,
     from tracekit.kernels._validate import first_decrease
 
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    i = first_decrease(ts, offsets)
+    i, run = first_decrease(ts, offsets)
     if i >= 0:
-        g = runs.get_column("gpu")[int(np.searchsorted(offsets, i, side="right") - 1)]
+        g = runs.get_column("gpu")[run]
         raise InputError(f"ts of GPU {g} is not sorted (row {i + 1} is earlier than row {i}); canonical datasets are "
                          "sorted by (gpu, ts)", path=str(path))
     return runs.get_column("gpu").to_list(), counts

@@ -107,13 +107,14 @@ def _first_decrease(ts, offsets):
     return -1
 
 
-def first_decrease(ts: np.ndarray, offsets: np.ndarray | None = None) -> int:
-    """Index ``i`` of the first ``ts[i+1] < ts[i]`` within an ``offsets`` run (one run
-    when None), or -1 when every run is non-decreasing."""
+def first_decrease(ts: np.ndarray, offsets: np.ndarray | None = None) -> tuple[int, int]:
+    """``(i, run)`` of the first ``ts[i+1] < ts[i]`` within an ``offsets`` run (one run,
+    0, when None), or ``(-1, -1)`` when every run is non-decreasing."""
     if ts.size < 2:
-        return -1
+        return -1, -1
     runs = np.array([0, ts.size], dtype=np.int64) if offsets is None else offsets
-    return int(_first_decrease(ts, runs))
+    i = int(_first_decrease(ts, runs))
+    return (i, int(np.searchsorted(runs, i, side="right") - 1)) if i >= 0 else (-1, -1)
 
 
 def check_sorted_runs(func: str, name: str, ts: np.ndarray, offsets: np.ndarray | None) -> None:
@@ -122,12 +123,9 @@ def check_sorted_runs(func: str, name: str, ts: np.ndarray, offsets: np.ndarray 
     ``offsets`` (CSR style, ``ts[offsets[g]:offsets[g+1]]`` is run ``g``) may be
     None for a single run.
     """
-    i = first_decrease(ts, offsets)
+    i, g = first_decrease(ts, offsets)
     if i >= 0:
-        where = ""
-        if offsets is not None:
-            g = int(np.searchsorted(offsets, i, side="right") - 1)
-            where = f" (run {g})"
+        where = f" (run {g})" if offsets is not None else ""
         raise SchemaError(
             f"{func}: {name} must be sorted ascending{where}; sample {i + 1} ({ts[i + 1]} ns) "
             f"comes before sample {i} ({ts[i]} ns); sort by time first"
