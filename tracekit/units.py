@@ -60,23 +60,32 @@ def parse_time_ns(text: str, *, origin_ns: int, what: str = "time") -> int:
 
     Raises ParameterError naming ``what``.
     """
-    import datetime as dt
-
     s = str(text).strip()
     if s.startswith("+"):
         offset_s = parse_duration_s(s[1:], what=what)
         if offset_s < 0:
             raise ParameterError(f"{what} {text!r}: +DURATION must not be negative")
         return ns_in_range(origin_ns + round(offset_s * 1e9), text, what)
-    try:
-        t = dt.datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+    ns = iso_to_ns(s)
+    if ns is None:
         raise ParameterError(f"cannot read {what} {text!r}; write an ISO time such as 2025-01-01T00:05:00Z "
-                             "or +DURATION after the first sample such as +5m") from None
+                             "or +DURATION after the first sample such as +5m")
+    return ns_in_range(ns, text, what)
+
+
+def iso_to_ns(text: str) -> int | None:
+    """Nanoseconds since the epoch of an ISO 8601 time (UTC unless it carries an offset;
+    ``Z`` allowed), or None when ``text`` is not one."""
+    import datetime as dt
+
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
     delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return ns_in_range((delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000, text, what)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 #: Nanosecond timestamps are int64: 1677-09-21 .. 2262-04-11.

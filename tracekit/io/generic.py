@@ -79,6 +79,7 @@ from tracekit.schema import (
     canonical_samples,
 )
 from tracekit.specs import find_gpu_spec
+from tracekit.units import iso_to_ns
 
 # ---------------------------------------------------------------------------------------
 # Shared helpers for the text readers (dmon, dcgmi, dcgm-exporter, Zeus, CSV)
@@ -385,16 +386,11 @@ def parse_start(opts: ReadOptions) -> int:
     text = str(opts.start).strip()
     if re.fullmatch(r"[+-]?\d+(\.\d*)?", text):
         return int(Decimal(text) * 1_000_000_000)
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+    ns = iso_to_ns(text)
+    if ns is None:
         raise ParameterError(
-            f"--start {opts.start!r} is not an ISO 8601 time (e.g. 2025-07-26T23:32:09Z) or epoch seconds"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    delta = when - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+            f"--start {opts.start!r} is not an ISO 8601 time (e.g. 2025-07-26T23:32:09Z) or epoch seconds")
+    return ns
 
 
 def sweep_times(sweep: pl.Series, opts: ReadOptions, path: Path | str, what: str) -> pl.Series:
