@@ -269,16 +269,11 @@ class TraceSet:
                            index=self.index.restrict(start_ns, end_ns))
             out._time_range = (lo, hi)
             return out
+        from tracekit.io.dataset import csr_time_range
+
         a = self.arrays()
-        keep = np.ones(len(a.ts_ns), dtype=bool)
-        if start_ns is not None:
-            keep &= a.ts_ns >= start_ns
-        if end_ns is not None:
-            keep &= a.ts_ns < end_ns
-        gpu_of_row = np.repeat(np.arange(len(a.gpus)), np.diff(a.offsets))
-        offsets = np.zeros(len(a.gpus) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(gpu_of_row[keep], minlength=len(a.gpus)), out=offsets[1:])
-        arrays = GpuArrays(a.gpus, offsets, a.ts_ns[keep], a.power_w[keep], a.topology)
+        offsets, ts, power = csr_time_range(a.offsets, a.ts_ns, a.power_w, start_ns, end_ns)
+        arrays = GpuArrays(a.gpus, offsets, ts, power, a.topology)
         out = TraceSet(None, self.topology, self.quality, self.sources, self.path, self.manifest, arrays=arrays)
         out._time_range = (lo, hi)
         return out

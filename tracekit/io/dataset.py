@@ -639,18 +639,32 @@ class DatasetIndex:
                 raise InputError(f"truncated or corrupt Parquet file ({exc})", path=f) from None
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        lo, hi = _intersect(self.t_range, start_ns, end_ns)
-        if lo is not None or hi is not None:
-            keep = np.ones(len(ts), dtype=bool)
-            if lo is not None:
-                keep &= ts >= lo
-            if hi is not None:
-                keep &= ts < hi
-            if not keep.all():
-                gpu_of_row = np.repeat(np.arange(len(counts)), counts)
-                np.cumsum(np.bincount(gpu_of_row[keep], minlength=len(counts)), out=offsets[1:])
-                ts, power = ts[keep], power[keep]
+        return csr_time_range(offsets, ts, power, *_intersect(self.t_range, start_ns, end_ns))
+
+
+def csr_time_range(offsets: np.ndarray, ts: np.ndarray, power: np.ndarray, lo: int | None,
+                   hi: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The samples with ``lo <= ts < hi`` (None = open) of CSR arrays whose runs are
+    sorted by time: (offsets, ts, power); the inputs themselves when nothing is cut.
+    Each run's range comes from a binary search, so no per-sample mask is built."""
+    if lo is None and hi is None:
         return offsets, ts, power
+    a, b = offsets[:-1], offsets[1:]
+    first = a.copy() if lo is None else np.array([x + np.searchsorted(ts[x:y], lo, side="left")
+                                                  for x, y in zip(a, b)], dtype=np.int64)
+    last = b.copy() if hi is None else np.array([x + np.searchsorted(ts[x:y], hi, side="left")
+                                                 for x, y in zip(a, b)], dtype=np.int64)
+    last = np.maximum(last, first)
+    if np.array_equal(first, a) and np.array_equal(last, b):
+        return offsets, ts, power
+    out = np.zeros(len(offsets), dtype=np.int64)
+    np.cumsum(last - first, out=out[1:])
+    ts_out = np.empty(int(out[-1]), dtype=ts.dtype)
+    power_out = np.empty(int(out[-1]), dtype=power.dtype)
+    for g, (x, y) in enumerate(zip(first, last)):
+        ts_out[out[g]: out[g + 1]] = ts[x:y]
+        power_out[out[g]: out[g + 1]] = power[x:y]
+    return out, ts_out, power_out
 
 
 def read_topology(path: Path | str) -> pl.DataFrame:
