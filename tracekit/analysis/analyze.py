@@ -400,14 +400,14 @@ def _streaming(traceset, opts: AnalyzeOptions, client, memory_limit: int) -> boo
                                  "(tracekit convert SRC DST)")
         return True
     if opts.engine == "memory" and can:
-        from tracekit.engine.memory import ram_bytes
+        from tracekit.engine.memory import RAM_SHARE, ram_bytes, ram_limit_bytes
         from tracekit.units import format_size
 
-        need, ram = _in_memory_bytes(traceset), ram_bytes()
-        if ram and need > 0.8 * ram:
+        need, limit = _in_memory_bytes(traceset), ram_limit_bytes()
+        if limit is not None and need > limit:
             raise ParameterError(f"--engine memory would hold ~{format_size(need)} for {traceset.n_samples:,} "
-                                 f"samples, over 80 % of this machine's {format_size(ram)}; use --engine auto "
-                                 "(streams it)")
+                                 f"samples, over {RAM_SHARE * 100:g} % of this machine's {format_size(ram_bytes())}; "
+                                 "use --engine auto (streams it)")
     if opts.engine == "memory" or not can:
         return False
     return _in_memory_bytes(traceset) > memory_limit

@@ -63,3 +63,13 @@ def ram_bytes() -> int | None:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
         return None
+
+
+#: Share of physical memory a process that holds a whole trace may plan to use.
+RAM_SHARE = 0.8
+
+
+def ram_limit_bytes() -> int | None:
+    """:data:`RAM_SHARE` of this machine's memory (None where the OS does not say)."""
+    ram = ram_bytes()
+    return None if ram is None else int(RAM_SHARE * ram)

@@ -48,7 +48,7 @@ import numpy as np
 import polars as pl
 
 from tracekit.engine.local import map_items, map_ranges
-from tracekit.engine.memory import ram_bytes, release_freed_memory
+from tracekit.engine.memory import ram_limit_bytes, release_freed_memory
 from tracekit.traceset import slice_by_time
 from tracekit.units import format_size
 from tracekit.errors import ParameterError, PolicyError
@@ -1085,10 +1085,9 @@ def _check_memory(traceset, limit_bytes: int | None) -> None:
     """Refuse a replay that would not fit in memory (it holds the whole trace; unlike
     analyze it does not stream): one line naming the size and the ways out."""
     if limit_bytes is None:
-        ram = ram_bytes()
-        if ram is None:
+        limit_bytes = ram_limit_bytes()
+        if limit_bytes is None:
             return
-        limit_bytes = int(0.8 * ram)
     need = traceset.n_samples * REPLAY_BYTES_PER_SAMPLE
     if need > limit_bytes:
         raise ParameterError(
