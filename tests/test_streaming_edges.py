@@ -452,3 +452,27 @@ def test_samples_of_a_time_slice_are_the_slice(grouped, loaded):
     t = s.get_column("ts").dt.epoch("ns").to_numpy()
     assert t.min() >= lo and t.max() < hi
     np.testing.assert_array_equal(np.sort(t), np.sort(a.ts_ns))
+
+
+def test_row_groups_out_of_time_order_are_a_one_line_error(grouped, tmp_path):
+    """A GPU whose row groups are not in time order is refused, naming the file: the
+    index rejects the groups' ts statistics, and the whole read that then replaces it
+    finds a group starting before the previous one ends."""
+    import pyarrow.parquet as pq
+
+    from tracekit.errors import InputError
+
+    out = tmp_path / "swapped_groups"
+    shutil.copytree(grouped, out)
+    first = out / json.loads((out / "manifest.json").read_text())["files"][0]["file"]
+    pf = pq.ParquetFile(first)
+    groups = [pf.read_row_group(r) for r in range(pf.metadata.num_row_groups)]
+    assert groups[0].column("gpu")[0] == groups[1].column("gpu")[0]  # both of the first GPU
+    groups[0], groups[1] = groups[1], groups[0]
+    with pq.ParquetWriter(first, groups[0].schema) as w:
+        for g in groups:
+            w.write_table(g)
+    with pytest.raises(InputError, match=rf"{re.escape(first.name)}: ts is not sorted: row group 1 starts before"):
+        tracekit.open(out)
+    with pytest.raises(InputError, match=r"row groups of GPU \S+ overlap in time"):
+        DatasetIndex(out)

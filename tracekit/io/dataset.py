@@ -432,6 +432,14 @@ def _read_row_groups(path, files: list[Path], offsets: np.ndarray, ts: np.ndarra
             _check_sorted_group(ts[at:end], f, r, np.concatenate([[at], inner, [end]]).astype(np.int64) - at)
 
     map_ranges(read, np.asarray(rows, dtype=np.float64))
+    # each group is sorted inside; a GPU's groups must also follow one another in time
+    at = np.array([pos for _, _, pos in groups], dtype=np.int64)
+    joins = np.flatnonzero((at > 0) & (at < len(ts)) & ~np.isin(at, offsets))
+    back = joins[ts[at[joins] - 1] > ts[at[joins]]]
+    if len(back):
+        f, r, pos = groups[int(back[0])]
+        raise InputError(f"ts is not sorted: row group {r} starts before the previous rows of its GPU end; "
+                         "canonical datasets are sorted by (gpu, ts)", path=str(f))
 
 
 def _check_sorted_group(ts: np.ndarray, path: Path, group: int, runs: np.ndarray | None = None) -> None:
@@ -544,12 +552,14 @@ class DatasetIndex:
         if int(self.rg_rows.sum()) != n_rows:
             raise InputError(f"manifest.json counts {n_rows} rows but the files hold {int(self.rg_rows.sum())}",
                              path=self.path)
-        for g in range(len(self.gpus)):  # a GPU's groups must be in time order
-            t0 = self.rg_t0[self.rg_gpu == g]
-            t1 = self.rg_t1[self.rg_gpu == g]
-            if len(t0) > 1 and (t0[1:] < t1[:-1]).any():
-                raise InputError(f"row groups of GPU {self.gpus[g]} overlap in time (not sorted by gpu, ts)",
-                                 path=self.path)
+        # a GPU's groups must be in time order (file order within each GPU)
+        order = np.argsort(self.rg_gpu, kind="stable")
+        g_sorted = self.rg_gpu[order]
+        overlap = (g_sorted[1:] == g_sorted[:-1]) & (self.rg_t0[order][1:] < self.rg_t1[order][:-1])
+        if overlap.any():
+            g = int(g_sorted[1:][overlap][0])
+            raise InputError(f"row groups of GPU {self.gpus[g]} overlap in time (not sorted by gpu, ts)",
+                             path=self.path)
 
     def gpu_groups(self, g: int) -> np.ndarray:
         """Row-group entries of GPU ``g`` in time order."""
