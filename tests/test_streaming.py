@@ -448,3 +448,15 @@ def test_keyword_options_leave_the_callers_options_alone(training):
     assert opts.windows_s == AnalyzeOptions().windows_s and opts.engine == "auto"
     with pytest.raises(ParameterError, match=r"unknown analyze option 'bogus'; known: \['align', "):
         analyze(tracekit.open(training), bogus=1)
+
+
+@pytest.mark.parametrize("command", [["analyze"], ["replay", "--cap", "500"]])
+def test_bad_time_fails_before_the_trace_is_read(tmp_path, capfd, command):
+    """A --since/--until that cannot be read is the error even when the trace itself
+    would fail: the time is checked before anything is opened."""
+    bad = tmp_path / "broken.csv"
+    bad.write_text("not,a,trace\n")
+    code, _, err = _main([*command, str(bad), "--since", "noon"], capfd)
+    assert code == 2
+    assert err.strip() == ("tracekit: error: cannot read --since 'noon'; write an ISO time such as "
+                           "2025-01-01T00:05:00Z or +DURATION after the first sample such as +5m")

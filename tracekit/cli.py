@@ -145,10 +145,21 @@ def convert(src, dst, force: bool, **kw) -> None:
     )
 
 
+def _check_time(ctx, param, value):
+    """--since/--until written wrongly fail before the trace is read (``+DURATION``
+    is resolved later, against the first sample)."""
+    if value is not None:
+        from tracekit.units import parse_time_ns
+
+        parse_time_ns(value, origin_ns=0, what=f"--{param.name}")
+    return value
+
+
 def time_slice_options(fn):
     """--since/--until: the part of the trace a command works on."""
-    fn = click.option("--until", metavar="TIME", help="Up to TIME (exclusive), written like --since.")(fn)
-    return click.option("--since", metavar="TIME",
+    fn = click.option("--until", metavar="TIME", callback=_check_time,
+                      help="Up to TIME (exclusive), written like --since.")(fn)
+    return click.option("--since", metavar="TIME", callback=_check_time,
                         help="From TIME: ISO 8601 (UTC unless it has an offset) or +DURATION after the first "
                              "sample (e.g. +10m); a dataset's row groups outside the range are not read.")(fn)
 

@@ -255,7 +255,8 @@ class TraceSet:
         if not self.loaded and self.index is not None:
             return int(self.index.rg_t0.min()) if len(self.index.rg_t0) else None
         a = self.arrays()
-        return int(a.ts_ns.min()) if len(a.ts_ns) else None
+        has = a.offsets[1:] > a.offsets[:-1]  # each GPU's times are sorted: its first sample
+        return int(a.ts_ns[a.offsets[:-1][has]].min()) if has.any() else None
 
     def time_slice(self, start_ns: int | None, end_ns: int | None) -> "TraceSet":
         """The samples with ``start_ns <= ts < end_ns`` (None = open), as a new TraceSet
