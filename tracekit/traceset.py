@@ -284,7 +284,7 @@ class TraceSet:
         analysis (GPU batches, time windows for long GPUs) without keeping the samples."""
         from tracekit.analysis.partial import run_sampling
 
-        st, _ = run_sampling(self.index, budget_bytes)
+        st, _ = run_sampling(self.index, budget_bytes, histograms=False)
         st.pop("gpu_hist")
         return periods_frame(self.index.gpus, st)
 

@@ -78,29 +78,33 @@ def gpu_reads(source, gpus: np.ndarray, max_rows: int | None):
 
 
 # -- pass 1 ----------------------------------------------------------------------------
-def sampling_task(source, gpus, window_groups: int | None = None, max_rows: int | None = None) -> dict:
+def sampling_task(source, gpus, window_groups: int | None = None, max_rows: int | None = None,
+                  histograms: bool = True) -> dict:
     """Per-GPU sampling statistics (:func:`gpu_sampling`) and the pooled 1 W power
     histogram of a batch of GPUs, and each GPU's own histogram (``gpu_hist``: the
     levels of GPUs that pass 2 reads in time windows); with ``window_groups`` the
     batch is read in time windows of that many row groups per GPU, else a few GPUs
-    (``max_rows`` samples) at a time."""
+    (``max_rows`` samples) at a time.  ``histograms=False``: the statistics only
+    (``hist`` and ``gpu_hist`` empty)."""
     gpus = np.asarray(gpus, dtype=np.int64)
     if not window_groups:
         parts, hists = [], []
         for _, _, offsets, ts, power in gpu_reads(source, gpus, max_rows):
             parts.append(gpu_sampling(ts, power, offsets))
-            hists += [ph.pooled_histogram(power[offsets[j]: offsets[j + 1]]) for j in range(len(offsets) - 1)]
+            if histograms:
+                hists += [ph.pooled_histogram(power[offsets[j]: offsets[j + 1]]) for j in range(len(offsets) - 1)]
         st = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     else:
         acc = SamplingAccumulator(len(gpus))
-        hists = [np.zeros(0, dtype=np.int64) for _ in gpus]
+        hists = [np.zeros(0, dtype=np.int64) for _ in gpus] if histograms else []
         for w in range(source.n_windows(gpus, window_groups)):
             offsets, ts, power = source.read_window(gpus, w, window_groups)
             for j in range(len(gpus)):
                 a, b = offsets[j], offsets[j + 1]
                 if b > a:
                     acc.push(j, ts[a:b], power[a:b])
-                    hists[j] = ph.add_histograms(hists[j], ph.pooled_histogram(power[a:b]))
+                    if histograms:
+                        hists[j] = ph.add_histograms(hists[j], ph.pooled_histogram(power[a:b]))
         st = acc.finish()
     st["hist"] = ph.pool_histograms(hists)
     st["gpu_hist"] = dict(zip((int(g) for g in gpus), hists))
@@ -139,10 +143,12 @@ def window_groups(index, batches, budget: float, bytes_per_sample: float, forced
 
 
 def run_sampling(index, budget: float, *, workers: int | None = None, client=None, batch_gpus: int | None = None,
-                 forced_windows: int | None = None, read_rows: int | None = None) -> tuple[dict, np.ndarray]:
+                 forced_windows: int | None = None, read_rows: int | None = None,
+                 histograms: bool = True) -> tuple[dict, np.ndarray]:
     """Pass 1 over a dataset (:class:`tracekit.io.dataset.DatasetIndex`) in batches of
     about ``budget`` bytes: :func:`merge_sampling` of the :func:`sampling_task` parts
-    (``forced_windows``, ``read_rows``: see :class:`tracekit.analysis.analyze.AnalyzeOptions`)."""
+    (``forced_windows``, ``read_rows``: see :class:`tracekit.analysis.analyze.AnalyzeOptions`;
+    ``histograms=False``: the sampling statistics only)."""
     from tracekit.engine.stream import plan_batches, run_ordered
 
     costs = np.minimum(index.gpu_rows * PASS1_BYTES_PER_SAMPLE, budget / 8)
@@ -151,8 +157,8 @@ def run_sampling(index, budget: float, *, workers: int | None = None, client=Non
     windows = window_groups(index, batches, budget, PASS1_BYTES_PER_SAMPLE, forced_windows)
     rows = read_rows or max(1, int(budget / 4 / PASS1_BYTES_PER_SAMPLE))
     parts = []
-    for part in run_ordered(sampling_task, [(index, b, w, rows) for b, w in zip(batches, windows)], workers=workers,
-                            client=client):
+    for part in run_ordered(sampling_task, [(index, b, w, rows, histograms) for b, w in zip(batches, windows)],
+                            workers=workers, client=client):
         parts.append(part)
         release_freed_memory()  # the batch's arrays, freed on worker threads
     return merge_sampling(parts, len(index.gpus))
