@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 
 import numpy as np
@@ -80,6 +82,64 @@ def test_clock_offsets_recovered_within_one_sample():
     true = np.array([r.truth["host_offsets_ms"][h] for h in sorted(a.offsets_s)])
     err = (est - np.median(est)) - (true - np.median(true))
     assert np.abs(err).max() < 1.0  # ms; the sampling period is 1 ms
+
+
+def test_clock_offsets_from_the_middle_of_a_long_trace(monkeypatch):
+    """Past ``MAX_CELLS`` grid cells the offsets come from the middle slice only; they
+    are still recovered, and the slice is what the estimate saw (changing the samples
+    outside it changes nothing)."""
+    from tracekit.analysis import align
+
+    r = training(gpus=32, seconds=15, seed=4, host_offset_ms=30)
+    monkeypatch.setattr(align, "MAX_CELLS", 5000)
+    a = analyze(_traceset(r), align="auto")
+    est = np.array([a.offsets_s[h] for h in sorted(a.offsets_s)]) * 1e3
+    true = np.array([r.truth["host_offsets_ms"][h] for h in sorted(a.offsets_s)])
+    err = (est - np.median(est)) - (true - np.median(true))
+    assert np.abs(err).max() < 1.0
+    # flatten the first and last 4 s (outside the middle 5 s): same offsets
+    t0 = r.samples.get_column("ts").min()
+    edge = (pl.col("ts") < t0 + dt.timedelta(seconds=4)) | (pl.col("ts") > t0 + dt.timedelta(seconds=11))
+    flat = r.samples.with_columns(pl.when(edge).then(pl.lit(300.0, dtype=pl.Float32)).otherwise(pl.col("power_w"))
+                                  .alias("power_w"))
+    b = analyze(_traceset(dataclasses.replace(r, samples=flat)), align="auto")
+    assert b.offsets_s == a.offsets_s
+
+
+def test_alignment_window():
+    from tracekit.analysis.align import MAX_CELLS, MAX_SAMPLES, window
+
+    assert window(MAX_CELLS, 1_000_000, 1e6) is None
+    assert window(MAX_CELLS + 11, 1_000_000, 1e6) == (5, MAX_CELLS)
+    # a coarse grid over fine samples: the window is bounded in sampling periods too
+    assert window(10 * MAX_CELLS, 1_000_000_000, 1e6) == ((10 * MAX_CELLS - MAX_SAMPLES // 1000) // 2,
+                                                          MAX_SAMPLES // 1000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(8, 400), seed=st.integers(0, 2**32 - 1), lag_frac=st.floats(0, 0.25), sparse=st.booleans())
+def test_best_lag_equals_the_dot_product_search(n, seed, lag_frac, sparse):
+    """The FFT correlation picks the lag the direct dot products pick (an obvious
+    reference: one dot product per lag), with the same sub-cell refinement."""
+    from tracekit.analysis.align import _best_lag
+
+    rng = np.random.default_rng(seed)
+    a = rng.random(n) * (rng.random(n) < 0.2 if sparse else 1.0)
+    b = np.roll(a, rng.integers(-n // 4, n // 4 + 1)) + rng.random(n) * 0.1
+    max_lag = int(n * lag_frac)
+    lags = np.arange(-max_lag, max_lag + 1)
+    corr = np.array([np.dot(a[k:], b[: n - k]) if k >= 0 else np.dot(a[: n + k], b[-k:]) for k in lags])
+    lag, frac = _best_lag(a, b, max_lag)
+    top = corr.max()
+    assert corr[lag + max_lag] >= top - 1e-9 * abs(top)  # the best lag (up to ties)
+    if np.sum(corr >= top - 1e-9 * abs(top)) == 1:
+        assert lag == lags[np.argmax(corr)]
+        k = int(np.argmax(corr))
+        if 0 < k < len(lags) - 1:
+            y0, y1, y2 = corr[k - 1], corr[k], corr[k + 1]
+            den = y0 - 2 * y1 + y2
+            if abs(den) > 1e-6 * abs(top):
+                assert frac == pytest.approx(0.5 * (y0 - y2) / den, abs=1e-6)
 
 
 def test_aggregation_equals_polars_group_by(train):

@@ -56,6 +56,17 @@ def test_dask_equals_local(dataset, cluster, local):
     assert_same(local, got)
 
 
+def test_dask_align_auto_equals_local(dataset, cluster):
+    """--align auto's host series come from the same batch tasks on the workers."""
+    from distributed import Client
+
+    ref = analyze(tracekit.open(dataset), engine="memory", align="auto")
+    with Client(cluster.scheduler_address) as client:
+        got = analyze(tracekit.open(dataset), client=client, batch_gpus=4, align="auto")
+    assert got.offsets_s == ref.offsets_s and len(ref.offsets_s) == 6
+    assert_same(ref, got)
+
+
 def test_killed_worker_is_retried(dataset, cluster, local, tmp_path):
     """A worker process exits while running a pass-2 task: the scheduler reruns the task
     elsewhere and the merged answer is still exactly the local one."""

@@ -170,9 +170,20 @@ def test_offsets_and_rules_stream_the_same(training):
     assert_same(ref, got)
 
 
-def test_align_auto_cannot_stream(training):
-    with pytest.raises(ParameterError, match="--align auto needs the whole trace"):
-        analyze(tracekit.open(training), engine="stream", align="auto")
+@pytest.mark.parametrize("max_cells", [None, 1200])
+def test_align_auto_streams_the_same(training, monkeypatch, max_cells):
+    """--align auto on a streamed trace: the host series come from GPU batches read
+    from the files (here also a few GPUs at a time), on the whole trace or, past
+    ``MAX_CELLS``, on the middle slice, which the in-memory run uses too."""
+    from tracekit.analysis import align
+
+    if max_cells:
+        monkeypatch.setattr(align, "MAX_CELLS", max_cells)
+    ref = analyze(tracekit.open(training), engine="memory", align="auto")
+    got = analyze(tracekit.open(training), engine="stream", batch_gpus=5, read_rows=2000, align="auto")
+    assert len(ref.offsets_s) == 10 and any(v != 0 for v in ref.offsets_s.values())
+    assert got.offsets_s == ref.offsets_s
+    assert_same(ref, got)
 
 
 def test_streaming_needs_a_dataset(tmp_path):

@@ -173,7 +173,8 @@ def time_slice_options(fn):
 @click.option("--windows", default="100ms,1s,2s,5s,60s", show_default=True, help="Swing windows, comma-separated.")
 @click.option("--ramp-window", default="1s", show_default=True, help="Window for ramp rates.")
 @click.option("--align", default="none", show_default=True,
-              help="Per-host clock offsets: none, auto (cross-correlation) or a CSV/Parquet file (host, offset_s).")
+              help="Per-host clock offsets: none, auto (cross-correlation on at most 65,536 grid cells from the "
+                   "middle of the trace) or a CSV/Parquet file (host, offset_s).")
 @click.option("--max-offset", default="500ms", show_default=True, help="Search bound of --align auto.")
 @click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False),
               help="Grid rules TOML (window_change, ramp, band limits).")

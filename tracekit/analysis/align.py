@@ -6,6 +6,12 @@ at the same true time, so a host whose clock runs ahead shows its edges early.
 (rising edges) of the host's gridded power with that of the rest of the cluster, searching only
 lags within +- ``max_offset_s`` (bounded), with parabolic refinement to a fraction
 of a grid cell.  The offsets are then subtracted from the host's timestamps.
+
+The estimate uses at most :data:`MAX_CELLS` grid cells (and :data:`MAX_SAMPLES`
+sampling periods) from the middle of the trace (:func:`window`): a minute at 1 ms is
+dozens of iterations, and it bounds the host series' memory and the correlation's
+cost whatever the trace's length, so a trace larger than memory is aligned from a
+slice read from its files, the same slice the in-memory run uses.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from scipy.fft import irfft, next_fast_len, rfft
 
 from tracekit.analysis.spectrum import fill_missing
 from tracekit.errors import InputError, ParameterError
@@ -46,23 +53,37 @@ def estimate_offsets(host_power_w: np.ndarray, step_s: float, max_offset_s: floa
     offsets = np.zeros(n_hosts)
     if n_hosts < 2 or n < 4:
         return offsets
-    filled = np.vstack([fill_missing(row) for row in x])
-    filled = np.where(np.isfinite(filled), filled, 0.0)
     # Rising edges only: compute starts right after the collective that ends each
     # iteration, on every GPU at the same true time, while compute ends differ
-    # (stragglers, jitter).
-    d = np.clip(np.diff(filled, axis=1), 0.0, None)
-    total = d.sum(axis=0)
+    # (stragglers, jitter).  Row by row: one (hosts x cells) array, not a copy per step.
+    d = np.empty((n_hosts, n - 1))
+    for h in range(n_hosts):
+        filled = np.nan_to_num(fill_missing(x[h]), nan=0.0, posinf=0.0, neginf=0.0)  # a copy: x stays as given
+        np.subtract(filled[1:], filled[:-1], out=d[h])
+    del filled
+    np.maximum(d, 0.0, out=d)
     max_lag = int(min(n // 4, round(max_offset_s / step_s)))
-    # Hosts are aligned to the rest of the cluster, which is itself misaligned at
-    # first: iterate, shifting each host by its estimate before the next round.
+    nfft = next_fast_len(n + max_lag, real=True)
+    # A first estimate against a coherent reference: the host with the most edges,
+    # then each host against the sum of those already aligned (against the whole
+    # misaligned cluster, pairs of hosts can settle on each other instead).
     cells = np.zeros(n_hosts, dtype=np.int64)
+    order = np.argsort(-d.sum(axis=1), kind="stable")
+    ref = d[order[0]].copy()
+    for h in order[1:]:
+        cells[h], _ = _best_lag(d[h], ref, max_lag, nfft)
+        ref += _shift(d[h], -cells[h])
+    del ref
+    # Then each host against the rest of the cluster, shifting each host by its
+    # estimate before the next round.
+    aligned = np.empty_like(d)
     for _ in range(ROUNDS):
-        aligned = np.vstack([_shift(d[h], -cells[h]) for h in range(n_hosts)])
+        for h in range(n_hosts):
+            _shift(d[h], -cells[h], out=aligned[h])
         total = aligned.sum(axis=0)
         step_cells = np.zeros(n_hosts, dtype=np.int64)
         for h in range(n_hosts):
-            lag, frac = _best_lag(aligned[h], total - aligned[h], max_lag)
+            lag, frac = _best_lag(aligned[h], total - aligned[h], max_lag, nfft)
             step_cells[h] = lag
             offsets[h] = (cells[h] + lag + frac) * step_s
         if not step_cells.any():
@@ -74,30 +95,49 @@ def estimate_offsets(host_power_w: np.ndarray, step_s: float, max_offset_s: floa
 ROUNDS = 6
 
 
-def _shift(x: np.ndarray, k: int) -> np.ndarray:
-    """x moved by k cells (positive: later), zero-filled."""
-    out = np.zeros_like(x)
+def _shift(x: np.ndarray, k: int, out: np.ndarray | None = None) -> np.ndarray:
+    """x moved by k cells (positive: later), zero-filled (into ``out`` if given)."""
+    out = np.zeros_like(x) if out is None else out
     if k > 0:
         out[k:] = x[:-k]
+        out[:k] = 0.0
     elif k < 0:
         out[:k] = x[-k:]
+        out[k:] = 0.0
     else:
         out[:] = x
     return out
 
 
-def _best_lag(a: np.ndarray, b: np.ndarray, max_lag: int) -> tuple[int, float]:
-    """Integer lag (a later than b by lag cells) maximising the cross-correlation,
-    and a parabolic sub-cell refinement."""
+def window(n_cells: int, step_ns: int, sample_period_ns: float) -> tuple[int, int] | None:
+    """(first cell, cells) of a grid of ``n_cells`` the offsets are estimated on: at
+    most :data:`MAX_CELLS` cells and :data:`MAX_SAMPLES` sampling periods from the
+    middle of the trace; None: the whole grid (it is no longer)."""
+    span = int(min(MAX_CELLS, MAX_SAMPLES * max(float(sample_period_ns), 1.0) // step_ns))
+    span = max(span, 4)
+    if n_cells <= span:
+        return None
+    return (n_cells - span) // 2, span
+
+
+#: The estimate's window: at most this many grid cells (65.5 s at 1 ms) ...
+MAX_CELLS = 65_536
+#: ... and this many sampling periods (so a coarse --resolution does not read hours per GPU).
+MAX_SAMPLES = 1_048_576
+
+
+def _best_lag(a: np.ndarray, b: np.ndarray, max_lag: int, nfft: int | None = None) -> tuple[int, float]:
+    """Integer lag (a later than b by lag cells) maximising the cross-correlation
+    ``sum_i a[i + lag] b[i]`` over ``|lag| <= max_lag``, and a parabolic sub-cell
+    refinement.  The correlation of every lag comes from one FFT product, zero-padded
+    to ``nfft >= len(a) + max_lag`` so no lag wraps round."""
     if not a.any() or not b.any():
         return 0, 0.0
+    n = len(a)
+    nfft = nfft or next_fast_len(n + max_lag, real=True)
+    c = irfft(rfft(a, nfft) * np.conj(rfft(b, nfft)), nfft)
+    corr = np.concatenate([c[nfft - max_lag:], c[: max_lag + 1]]) if max_lag else c[:1]
     lags = np.arange(-max_lag, max_lag + 1)
-    corr = np.empty(len(lags))
-    for j, lag in enumerate(lags):
-        if lag >= 0:
-            corr[j] = np.dot(a[lag:], b[: len(b) - lag])
-        else:
-            corr[j] = np.dot(a[: len(a) + lag], b[-lag:])
     k = int(np.argmax(corr))
     frac = 0.0
     if 0 < k < len(lags) - 1:

@@ -216,16 +216,8 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         offsets = dict(opts.align)
     step("phases")
     if opts.align == "auto":
-        if streaming:
-            raise ParameterError("--align auto needs the whole trace in memory (it is larger than --memory-limit); "
-                                 "estimate the offsets on part of it and pass them with --align FILE")
-        arrays = traceset.arrays()
-        grid0 = agg.make_grid(arrays, resolution_s)
-        host_series = agg.aggregate(arrays, grid0, opts.max_gap_s, level="host")
-        from tracekit.analysis.align import estimate_offsets
-
-        est = estimate_offsets(host_series.power_w, grid0.step_s, opts.max_offset_s)
-        offsets = {h: round(float(o), 6) for h, o in zip(host_series.groups, est)}
+        offsets = _auto_offsets(traceset, periods, gpus, resolution_s, sample_period_s, opts, streaming=streaming,
+                                budget=budget if streaming else None, workers=workers, client=client)
     host_of = dict(zip(topology.get_column("gpu").to_list(), topology.get_column("host").to_list()))
     shift_ns = np.array([int(round(offsets.get(host_of.get(g), 0.0) * 1e9)) for g in gpus], dtype=np.int64)
 
@@ -425,6 +417,50 @@ def _batch_budget(memory_limit: int, workers: int | None, client) -> float:
     else:  # the threads' batches and one finished batch waiting to be merged
         in_flight = (workers or default_workers()) + 1
     return max(memory_limit - _BASE_BYTES, 64 * 2**20) * 0.7 / in_flight
+
+
+def _auto_offsets(traceset, periods: pl.DataFrame, gpus: list[str], resolution_s: float, sample_period_s: float,
+                  opts: AnalyzeOptions, *, streaming: bool, budget: float | None, workers, client) -> dict[str, float]:
+    """``--align auto``: each host's clock offset, estimated on the grid cells of
+    :func:`tracekit.analysis.align.window` (the middle of a long trace).  The host
+    series come from GPU batches, read from the dataset's files when streaming (memory
+    bounded by the batch budget), else sliced from the arrays in memory."""
+    from tracekit.analysis.align import estimate_offsets, window
+    from tracekit.analysis.partial import host_cells_task
+    from tracekit.traceset import level_groups
+
+    has = periods.get_column("samples").to_numpy() > 0
+    first = int(periods.get_column("start").dt.epoch("ns").to_numpy()[has].min())
+    last = int(periods.get_column("end").dt.epoch("ns").to_numpy()[has].max())
+    grid = agg.grid_over(first, last, resolution_s)
+    win = window(grid.n_cells, grid.step_ns, sample_period_s * 1e9)
+    part = traceset
+    if win is not None:
+        grid = agg.Grid(grid.t0_ns + win[0] * grid.step_ns, grid.step_ns, win[1], grid.hold_ns)
+        part = traceset.time_slice(grid.t0_ns, grid.t0_ns + grid.n_cells * grid.step_ns)
+    hosts, host_of, _ = level_groups(gpus, traceset.topology, "host")
+    if len(hosts) < 2:
+        return {h: 0.0 for h in hosts}
+    source = part.index if streaming else ArraySource(part.arrays())
+    rows = np.asarray(source.gpu_rows, dtype=np.float64)
+    parts = workers or default_workers()
+    max_rows = None
+    if streaming:  # a batch's samples and its hosts' grid rows within the batch budget
+        grid_bytes = grid.n_cells * 16.0 * len(hosts) / len(gpus)
+        parts = max(parts, int(np.ceil(float((rows * PASS2_BYTES_PER_SAMPLE + grid_bytes).sum()) / budget)))
+        max_rows = opts.read_rows or max(1, int(budget / 8 / PASS2_BYTES_PER_SAMPLE))
+    batches = [np.arange(a, b) for a, b in cost_ranges(rows + 1.0, parts)]
+    power = np.zeros((len(hosts), grid.n_cells))
+    gpu_time = np.zeros_like(power)
+    for got, mean_sum, covered in run_ordered(host_cells_task, [(source, b, host_of[b]) for b in batches],
+                                              workers=workers, client=client,
+                                              shared=(grid, int(opts.max_gap_s * 1e9), max_rows)):
+        power[got] += mean_sum
+        gpu_time[got] += covered
+    power[gpu_time <= 0] = np.nan
+    del gpu_time
+    est = estimate_offsets(power, grid.step_s, opts.max_offset_s)
+    return {h: round(float(o), 6) for h, o in zip(hosts, est)}
 
 
 def _context(dparams, grid, opts: AnalyzeOptions, gpus: list[str], topology: pl.DataFrame, shift_ns: np.ndarray,

@@ -33,7 +33,7 @@ from tracekit.analysis import swings as sw
 from tracekit.analysis.aggregate import Grid, LevelSeries
 from tracekit.analysis.rules import Rule, Violation
 from tracekit.engine.memory import release_freed_memory
-from tracekit.kernels.grid import GridAccumulator, time_grid
+from tracekit.kernels.grid import GridAccumulator, grid_cell_means, time_grid
 from tracekit.kernels.stats import SamplingAccumulator, gpu_sampling
 
 
@@ -177,6 +177,23 @@ def merge_sampling(parts: list[dict], n_gpus: int) -> tuple[dict, np.ndarray]:
     hist = ph.pool_histograms([p["hist"] for p in parts])
     st["gpu_hist"] = gpu_hist
     return st, hist
+
+
+# -- clock alignment (--align auto) --------------------------------------------------------
+def host_cells_task(source, gpus, rows, grid: Grid, max_gap_ns: int, max_rows: int | None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each GPU's cell means on ``grid`` summed into its row (``rows``: the row of each
+    GPU of the batch, e.g. its host): ``(rows present, sums W, GPU-seconds)``, only the
+    batch's own rows.  Rows split between batches add up."""
+    uniq, local = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+    tg = time_grid(grid.t0_ns, grid.step_ns, grid.n_cells)
+    mean_sum = np.zeros((len(uniq), grid.n_cells))
+    gpu_time = np.zeros_like(mean_sum)
+    local = local.reshape(-1)
+    for lo, hi, offsets, ts, power in gpu_reads(source, gpus, max_rows):
+        grid_cell_means(ts, power, offsets, local[lo:hi], tg, n_rows=len(uniq), max_gap_ns=max_gap_ns,
+                        hold_ns=grid.hold_ns, mean_sum_w=mean_sum, gpu_time_s=gpu_time, check_sorted=False)
+    return uniq, mean_sum, gpu_time
 
 
 # -- the plan every batch shares ---------------------------------------------------------
