@@ -695,3 +695,25 @@ def test_critical_rows_equal_the_last_of_a_stable_sort(data):
     for r in np.argsort(end, kind="stable"):
         want[group[r]] = r
     np.testing.assert_array_equal(critical_rows(group, end, n_groups), want)
+
+
+def test_analyze_and_replay_baseline_report_the_same_cluster_figures():
+    """Both commands compute a group's figures on its fully covered cells only
+    (``swings.full_cells``): the sample's GPUs start and stop logging a few ms apart,
+    and its first and last cells (coverage down to 5 %) would read as a 602 W
+    minimum of 8 busy H100s."""
+    path = Path(__file__).resolve().parents[1] / "sample_traces" / "h100_training"
+    a = analyze(tracekit.open(path))
+    r = tracekit.replay(tracekit.open(path), cap=500).summary()
+    base = next(p for p in r["policies"] if p["name"] == "baseline")
+    cluster = a.levels["cluster"]["cluster"]
+    coverage = a.cluster_power.get_column("coverage").to_numpy()
+    assert coverage.min() < 0.1  # the edges are partial
+    for key in ("peak_w", "p99_w", "min_w", "mean_w", "ramp_up_w_per_s", "ramp_down_w_per_s", "band_share",
+                "dominant_hz", "peak_over_tdp"):
+        assert cluster[key] == base[key], key
+    for window, s in base["swing"].items():
+        assert {k: cluster["swing"][window][k] for k in s} == s, window
+    full = a.cluster_power.filter(pl.col("coverage") >= 0.999).get_column("power_w")
+    assert cluster["min_w"] == round(float(full.min()), 3) > 4000
+    assert cluster["peak_w"] == round(float(full.max()), 3)

@@ -258,24 +258,28 @@ class BatchResult:
 
 def group_metrics(ctx: Context, level: str, gi: int, mean_sum: np.ndarray, gpu_time: np.ndarray,
                   member_peaks_w: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, list[Violation]]:
-    """Metrics of one finished group: (metrics, power W per cell, coverage, rule violations)."""
+    """Metrics of one finished group: (metrics, power W per cell, coverage, rule violations).
+    The metrics and rules see the fully covered cells only (:func:`swings.full_cells`);
+    the series returned keeps every cell with its coverage."""
     grid = ctx.grid
     size = float(ctx.group_size[level][gi])
     coverage = gpu_time / (size * grid.step_s)  # >= 0; np.clip is several times slower
     np.minimum(coverage, 1.0, out=coverage)
     power = np.where(gpu_time > 0, mean_sum, np.nan)
+    full = sw.masked_partial_cells(power, coverage)
     provisioned = float(ctx.provisioned_w[level][gi])
     members = np.flatnonzero(ctx.group_of[level] == gi)
     peaks = member_peaks_w[members]
     finite = np.isfinite(peaks)
-    m = sw.metrics(power, coverage, grid.step_s, windows_s=ctx.windows_s, ramp_window_s=ctx.ramp_window_s,
+    m = sw.metrics(full, coverage, grid.step_s, windows_s=ctx.windows_s, ramp_window_s=ctx.ramp_window_s,
                    provisioned_w=provisioned if np.isfinite(provisioned) else None,
                    sum_of_peaks_w=float(peaks[finite].sum()), with_spectrum=(level == "cluster"))
     tdp = ctx.tdp_w[members]
     ok = finite & np.isfinite(tdp) & (tdp > 0)
     m["max_gpu_peak_over_tdp"] = round(float((peaks[ok] / tdp[ok]).max()), 4) if ok.any() else None
     name = ctx.group_names[level][gi]
-    violations = [v for r in ctx.rules if r.level == level for v in sw.check_group_rule(r, name, power, grid)]
+    violations = [v for r in ctx.rules if r.level == level for v in sw.check_group_rule(r, name, full, grid)]
+    del full
     return m, power, coverage, violations
 
 

@@ -19,6 +19,28 @@ def window_label(window_s: float) -> str:
     return f"{window_s * 1e3:g}ms" if window_s < 1 else f"{window_s:g}s"
 
 
+#: Share of a grid cell's GPU-time that must be covered for the cell to count as full.
+FULL_COVERAGE = 0.999
+
+
+def full_cells(power_w: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """Cells an aggregate's figures use: finite, and fully covered when at least half
+    of the finite cells (and two) are.  A cell that only some of the group's GPUs
+    cover (the trace's first and last cells when GPUs start and stop logging at
+    different times, a host's logger gap) holds the sum of those present: it would
+    read as a dip or a swing that the cluster never drew."""
+    keep = np.isfinite(power_w)
+    full = coverage >= FULL_COVERAGE
+    if full.sum() >= max(2, 0.5 * keep.sum()):
+        keep &= full
+    return keep
+
+
+def masked_partial_cells(power_w: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """``power_w`` (a float64 copy) with NaN outside :func:`full_cells`."""
+    return np.where(full_cells(power_w, coverage), power_w, np.nan)
+
+
 def _cells(window_s: float, step_s: float) -> int:
     return max(1, int(round(window_s / step_s)))
 

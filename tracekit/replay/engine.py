@@ -59,8 +59,6 @@ from tracekit.replay.policy import Policy, build_policies
 from tracekit.traceset import GpuArrays
 
 DEFAULT_WINDOWS_S = (0.1, 1.0, 2.0, 5.0, 60.0)
-#: Share of the grid cell's GPU-time that must be covered for a cell to count.
-FULL_COVERAGE = 0.999
 #: Relative tolerance of the cap over the controller window (float32 power output).
 CAP_RTOL = 1e-6
 #: Synchronous iterations have settled when no extra iteration length moves by more
@@ -697,21 +695,6 @@ def level_series(arrays: GpuArrays, grid, max_gap_s: float) -> tuple[dict, dict]
     return series, peaks
 
 
-def _full_cells(power_w: np.ndarray, coverage: np.ndarray) -> np.ndarray:
-    """Cells kept for a group's figures: finite, and fully covered when at least half
-    of the finite cells (and two) are."""
-    keep = np.isfinite(power_w)
-    full = coverage >= FULL_COVERAGE
-    if full.sum() >= max(2, 0.5 * keep.sum()):
-        keep &= full
-    return keep
-
-
-def _masked(power_w: np.ndarray, coverage: np.ndarray) -> np.ndarray:
-    """``power_w`` (a float64 copy) with NaN outside :func:`_full_cells`."""
-    return np.where(_full_cells(power_w, coverage), power_w, np.nan)
-
-
 def _stats(x: np.ndarray, keep: np.ndarray | None = None) -> dict:
     """Peak, mean, min and p99 of the finite cells of ``x`` (or of its ``keep`` cells)."""
     v = np.asarray(x[np.isfinite(x)] if keep is None else x[keep], dtype=np.float64)  # a copy: reordered in place
@@ -776,7 +759,7 @@ def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | N
         storage_out = {"racks": names, "soc_min": round(soc_min, 6), "soc_max": round(soc_max, 6),
                        "soc_range": round(soc_max - soc_min, 6), "grid_energy_change_j": round(net_j, 3),
                        "battery_throughput_j": round(moved_j, 3)}
-    masked = _masked(cluster_w, coverage)
+    masked = sw.masked_partial_cells(cluster_w, coverage)
     provisioned = float(np.nansum(ctx.tdp_w)) if np.isfinite(ctx.tdp_w).all() else None
     m = sw.metrics(masked, coverage, grid.step_s, windows_s=ctx.options.windows_s,
                    ramp_window_s=ctx.options.ramp_window_s, provisioned_w=provisioned,
@@ -785,7 +768,7 @@ def measure(ctx: Context, arrays: GpuArrays, storage=None, grid_inputs: dict | N
     hosts = series["host"]
     items = [("rack", name, x, cov) for name, (x, cov) in rack_w.items()]
     items += [("host", name, hosts.power_w[i], hosts.coverage[i]) for i, name in enumerate(hosts.groups)]
-    group_rows = map_items(lambda it: {"level": it[0], "group": it[1], **_stats(it[2], _full_cells(it[2], it[3]))},
+    group_rows = map_items(lambda it: {"level": it[0], "group": it[1], **_stats(it[2], sw.full_cells(it[2], it[3]))},
                            items, workers=ctx.options.workers)
     groups = pl.DataFrame(group_rows, schema={"level": pl.String, "group": pl.String, "peak_w": pl.Float64,
                                               "mean_w": pl.Float64, "min_w": pl.Float64, "p99_w": pl.Float64})
