@@ -52,7 +52,13 @@ def csr_series(draw):
     for c in counts:
         steps = draw(st.lists(st.integers(0, 5), min_size=c, max_size=c))
         ts += list(np.cumsum(steps) * unit)
-        power += draw(st.lists(st.sampled_from([100.0, 200.0, 300.0, float("nan")]), min_size=c, max_size=c))
+        if draw(st.booleans()):  # a logged counter: values repeat
+            power += draw(st.lists(st.sampled_from([100.0, 200.0, 300.0, float("nan")]), min_size=c, max_size=c))
+        else:  # noisy power: every sample changes the value (a lone NaN too), or all but a few
+            noisy = list(100.0 + np.arange(c) * 0.5)
+            for i in draw(st.lists(st.integers(0, max(c - 1, 0)), max_size=2)) if c else []:
+                noisy[i] = draw(st.sampled_from([float("nan"), noisy[i - 1] if i else 100.0]))
+            power += noisy
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return np.array(ts, dtype=np.int64), np.array(power, dtype=np.float32), offsets
 

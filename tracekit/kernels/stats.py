@@ -18,38 +18,58 @@ from tracekit.kernels._validate import float_array, int_array, ts_array
 
 
 @kernel
-def _median_of_diffs(t):
-    # Median of t[i+1] - t[i] (t sorted, len >= 2).  Sampling intervals cluster
-    # tightly, so a counting pass over the range of the differences finds the exact
-    # median in O(n) without a copy; a wide range falls back to np.median.
+def _median_of_diffs(t, lo, hi, also_without_first):
+    # (median of t[i+1] - t[i], the same median without the first difference when
+    # ``also_without_first``, else NaN); t sorted, len >= 2, every difference in
+    # [lo, hi].  Sampling intervals cluster tightly, so a counting pass over the
+    # range of the differences finds the exact medians in O(n) without a copy, both
+    # from one table; a wide range falls back to np.median.
     n = t.shape[0] - 1
-    lo = t[1] - t[0]
-    hi = lo
-    for i in range(1, n):
-        d = t[i + 1] - t[i]
-        if d < lo:
-            lo = d
-        if d > hi:
-            hi = d
     span = hi - lo + 1
+    other = np.nan
     if span <= 4 * n + 65536:
         counts = np.zeros(span, dtype=np.int64)
         for i in range(n):
             counts[t[i + 1] - t[i] - lo] += 1
-        k1 = (n - 1) // 2
-        k2 = n // 2
-        seen = 0
-        v1 = -1
-        for v in range(span):
-            seen += counts[v]
-            if v1 < 0 and seen > k1:
-                v1 = v
-            if seen > k2:
-                return lo + (v1 + v) / 2.0
+        whole = _median_of_counts(counts, lo, n)
+        if also_without_first and n > 1:
+            counts[t[1] - t[0] - lo] -= 1
+            other = _median_of_counts(counts, lo, n - 1)
+        return whole, other
     dt = np.empty(n, dtype=np.int64)
     for i in range(n):
         dt[i] = t[i + 1] - t[i]
-    return np.median(dt)
+    if also_without_first and n > 1:
+        other = np.median(dt[1:])
+    return np.median(dt), other
+
+
+@kernel
+def _median_of_counts(counts, lo, n):
+    """Median (the mean of the two middle values) of n values counted from ``lo``."""
+    k1 = (n - 1) // 2
+    k2 = n // 2
+    seen = 0
+    v1 = -1
+    for v in range(counts.shape[0]):
+        seen += counts[v]
+        if v1 < 0 and seen > k1:
+            v1 = v
+        if seen > k2:
+            return lo + (v1 + v) / 2.0
+    return np.nan
+
+
+@kernel
+def _diff_range(t):
+    """(min, max) of t[i+1] - t[i] (len >= 2)."""
+    lo = t[1] - t[0]
+    hi = lo
+    for i in range(1, t.shape[0] - 1):
+        d = t[i + 1] - t[i]
+        lo = min(lo, d)
+        hi = max(hi, d)
+    return lo, hi
 
 
 @kernel
@@ -96,28 +116,48 @@ def _gpu_sampling_kernel(ts_ns, power_w, offsets, out_f, out_i):
             continue
         out_i[g, 1] = ts_ns[a]
         out_i[g, 2] = ts_ns[b - 1]
-        # the times where the power value changes, and the moments, in one pass
-        change = np.empty(n, dtype=np.int64)
+        # the moments, the range of the sampling intervals and the times where the
+        # power value changes, in one pass.  While every sample changes the value (noisy
+        # power) the change times are the sample times and are not copied: the change
+        # intervals are then the sampling intervals but the first.
+        change = np.empty(0, dtype=np.int64)
+        every = True
         m = 0
         last = power_w[a]
         s, cnt, lo, hi = _add_moment(last, 0.0, 0.0, np.inf, -np.inf)
+        d_lo = np.int64(0)
+        d_hi = np.int64(0)
+        if n > 1:
+            d_lo = ts_ns[a + 1] - ts_ns[a]
+            d_hi = d_lo
         for i in range(a + 1, b):
             p = power_w[i]
             s, cnt, lo, hi = _add_moment(p, s, cnt, lo, hi)
+            d = ts_ns[i] - ts_ns[i - 1]
+            d_lo = min(d_lo, d)
+            d_hi = max(d_hi, d)
             if p != last and not (np.isnan(p) and np.isnan(last)):
-                change[m] = ts_ns[i]
+                if not every:
+                    change[m] = ts_ns[i]
                 m += 1
                 last = p
-        # sampling period: median time between consecutive samples
+            elif every:  # the first repeat: the changes so far were samples a+1 .. a+m
+                every = False
+                change = np.empty(b - a, dtype=np.int64)
+                change[:m] = ts_ns[a + 1: a + 1 + m]
+        # sampling period: median time between consecutive samples; effective update
+        # period: median time between value changes
+        out_f[g, 0] = np.nan
+        out_f[g, 1] = np.nan
         if n > 1:
-            out_f[g, 0] = _median_of_diffs(ts_ns[a:b]) / 1e6
-        else:
-            out_f[g, 0] = np.nan
-        # effective update period: median time between value changes
-        if m > 1:
-            out_f[g, 1] = _median_of_diffs(change[:m]) / 1e6
-        else:
-            out_f[g, 1] = np.nan
+            every_change = every and m > 1
+            whole, but_first = _median_of_diffs(ts_ns[a:b], d_lo, d_hi, every_change)
+            out_f[g, 0] = whole / 1e6
+            if every_change:
+                out_f[g, 1] = but_first / 1e6
+        if m > 1 and not every:
+            c_lo, c_hi = _diff_range(change[:m])
+            out_f[g, 1] = _median_of_diffs(change[:m], c_lo, c_hi, False)[0] / 1e6
         out_f[g, 2] = s / cnt if cnt else np.nan
         out_f[g, 3] = lo if cnt else np.nan
         out_f[g, 4] = hi if cnt else np.nan
