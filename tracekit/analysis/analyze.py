@@ -235,10 +235,7 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
                                effective_period_s=detect_effective_s, sample_period_s=sample_period_s)
 
     step("aggregate")
-    has = periods.get_column("samples").to_numpy() > 0
-    first = periods.get_column("start").dt.epoch("ns").to_numpy()[has] - shift_ns[has]
-    last = periods.get_column("end").dt.epoch("ns").to_numpy()[has] - shift_ns[has]
-    grid = agg.grid_over(int(first.min()), int(last.max()), resolution_s)
+    grid = _trace_grid(periods, resolution_s, shift_ns)
     levels = tuple(lv for lv in LEVEL_ORDER if lv in opts.levels or lv == "cluster")
     ctx = _context(dparams, grid, opts, gpus, topology, shift_ns, levels)
     windows = [None]
@@ -419,6 +416,17 @@ def _batch_budget(memory_limit: int, workers: int | None, client) -> float:
     return max(memory_limit - _BASE_BYTES, 64 * 2**20) * 0.7 / in_flight
 
 
+def _trace_grid(periods: pl.DataFrame, resolution_s: float, shift_ns: np.ndarray | None = None) -> agg.Grid:
+    """The grid over every GPU's first to last sample (from the per-GPU periods; each
+    GPU's times less its clock offset ``shift_ns``)."""
+    has = periods.get_column("samples").to_numpy() > 0
+    first = periods.get_column("start").dt.epoch("ns").to_numpy()[has]
+    last = periods.get_column("end").dt.epoch("ns").to_numpy()[has]
+    if shift_ns is not None:
+        first, last = first - shift_ns[has], last - shift_ns[has]
+    return agg.grid_over(int(first.min()), int(last.max()), resolution_s)
+
+
 def _auto_offsets(traceset, periods: pl.DataFrame, gpus: list[str], resolution_s: float, sample_period_s: float,
                   opts: AnalyzeOptions, *, streaming: bool, budget: float | None, workers, client) -> dict[str, float]:
     """``--align auto``: each host's clock offset, estimated on the grid cells of
@@ -429,10 +437,7 @@ def _auto_offsets(traceset, periods: pl.DataFrame, gpus: list[str], resolution_s
     from tracekit.analysis.partial import host_cells_task
     from tracekit.traceset import level_groups
 
-    has = periods.get_column("samples").to_numpy() > 0
-    first = int(periods.get_column("start").dt.epoch("ns").to_numpy()[has].min())
-    last = int(periods.get_column("end").dt.epoch("ns").to_numpy()[has].max())
-    grid = agg.grid_over(first, last, resolution_s)
+    grid = _trace_grid(periods, resolution_s)
     win = window(grid.n_cells, grid.step_ns, sample_period_s * 1e9)
     part = traceset
     if win is not None:
