@@ -106,6 +106,24 @@ def test_clock_offsets_from_the_middle_of_a_long_trace(monkeypatch):
     assert b.offsets_s == a.offsets_s
 
 
+def test_clock_offset_of_a_host_missing_from_the_window_is_reported(monkeypatch):
+    """A host with no sample in the estimate's cells keeps offset 0, with a warning
+    naming it (not a silent 0)."""
+    from tracekit.analysis import align
+
+    r = training(gpus=32, seconds=15, seed=4, host_offset_ms=30)
+    monkeypatch.setattr(align, "MAX_CELLS", 5000)
+    t0 = r.samples.get_column("ts").min()
+    middle = (pl.col("ts") > t0 + dt.timedelta(seconds=4)) & (pl.col("ts") < t0 + dt.timedelta(seconds=11))
+    host_gpus = r.topology.filter(pl.col("host") == "node02").get_column("gpu")
+    holed = r.samples.filter(~(middle & pl.col("gpu").is_in(host_gpus.implode())))
+    a = analyze(_traceset(dataclasses.replace(r, samples=holed)), align="auto")
+    assert a.offsets_s["node02"] == 0.0
+    assert any("node02" in w and "--align auto" in w for w in a.warnings), a.warnings
+    b = analyze(_traceset(r), align="auto")
+    assert not any("--align auto" in w for w in b.warnings)
+
+
 def test_alignment_window():
     from tracekit.analysis.align import MAX_CELLS, MAX_SAMPLES, window
 

@@ -42,7 +42,8 @@ def estimate_offsets(host_power_w: np.ndarray, step_s: float, max_offset_s: floa
     Returns
     -------
     ndarray of float64, shape (hosts,)
-        Offsets relative to the cluster, re-centred so their median is zero.
+        Offsets relative to the cluster, re-centred so their median is zero; 0 for a
+        host whose series has no rising edge (nothing to align), left out of the median.
     """
     x = np.asarray(host_power_w, dtype=np.float64)
     if x.ndim != 2:
@@ -89,7 +90,12 @@ def estimate_offsets(host_power_w: np.ndarray, step_s: float, max_offset_s: floa
         if not step_cells.any():
             break
         cells = np.clip(cells + step_cells, -max_lag, max_lag)
-    return offsets - np.median(offsets)
+    # a host without a rising edge (no samples, flat power) has nothing to align: 0,
+    # and left out of the centring
+    seen = d.any(axis=1)
+    out = offsets - (np.median(offsets[seen]) if seen.any() else 0.0)
+    out[~seen] = 0.0
+    return out
 
 
 ROUNDS = 6

@@ -216,8 +216,12 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         offsets = dict(opts.align)
     step("phases")
     if opts.align == "auto":
-        offsets = _auto_offsets(traceset, periods, gpus, resolution_s, sample_period_s, opts, streaming=streaming,
-                                budget=budget if streaming else None, workers=workers, client=client)
+        offsets, unseen = _auto_offsets(traceset, periods, gpus, resolution_s, sample_period_s, opts,
+                                        streaming=streaming, budget=budget if streaming else None, workers=workers,
+                                        client=client)
+        if unseen:
+            warnings.append(f"--align auto: no samples of host(s) {', '.join(unseen)} in the cells the offsets are "
+                            "estimated on (the middle of the trace); their offset is 0")
     host_of = dict(zip(topology.get_column("gpu").to_list(), topology.get_column("host").to_list()))
     shift_ns = np.array([int(round(offsets.get(host_of.get(g), 0.0) * 1e9)) for g in gpus], dtype=np.int64)
 
@@ -428,11 +432,13 @@ def _trace_grid(periods: pl.DataFrame, resolution_s: float, shift_ns: np.ndarray
 
 
 def _auto_offsets(traceset, periods: pl.DataFrame, gpus: list[str], resolution_s: float, sample_period_s: float,
-                  opts: AnalyzeOptions, *, streaming: bool, budget: float | None, workers, client) -> dict[str, float]:
-    """``--align auto``: each host's clock offset, estimated on the grid cells of
-    :func:`tracekit.analysis.align.window` (the middle of a long trace).  The host
-    series come from GPU batches, read from the dataset's files when streaming (memory
-    bounded by the batch budget), else sliced from the arrays in memory."""
+                  opts: AnalyzeOptions, *, streaming: bool, budget: float | None, workers, client
+                  ) -> tuple[dict[str, float], list[str]]:
+    """``--align auto``: (each host's clock offset, the hosts without a sample to
+    estimate it from), on the grid cells of :func:`tracekit.analysis.align.window`
+    (the middle of a long trace).  The host series come from GPU batches, read from the
+    dataset's files when streaming (memory bounded by the batch budget), else sliced
+    from the arrays in memory."""
     from tracekit.analysis.align import estimate_offsets, window
     from tracekit.analysis.partial import host_cells_task
     from tracekit.traceset import level_groups
@@ -445,7 +451,7 @@ def _auto_offsets(traceset, periods: pl.DataFrame, gpus: list[str], resolution_s
         part = traceset.time_slice(grid.t0_ns, grid.t0_ns + grid.n_cells * grid.step_ns)
     hosts, host_of, _ = level_groups(gpus, traceset.topology, "host")
     if len(hosts) < 2:
-        return {h: 0.0 for h in hosts}
+        return {h: 0.0 for h in hosts}, []
     source = part.index if streaming else ArraySource(part.arrays())
     rows = np.asarray(source.gpu_rows, dtype=np.float64)
     parts = workers or default_workers()
@@ -463,9 +469,10 @@ def _auto_offsets(traceset, periods: pl.DataFrame, gpus: list[str], resolution_s
         power[got] += mean_sum
         gpu_time[got] += covered
     power[gpu_time <= 0] = np.nan
+    unseen = [h for h, seen in zip(hosts, (gpu_time > 0).any(axis=1)) if not seen]
     del gpu_time
     est = estimate_offsets(power, grid.step_s, opts.max_offset_s)
-    return {h: round(float(o), 6) for h, o in zip(hosts, est)}
+    return {h: round(float(o), 6) for h, o in zip(hosts, est)}, unseen
 
 
 def _context(dparams, grid, opts: AnalyzeOptions, gpus: list[str], topology: pl.DataFrame, shift_ns: np.ndarray,
