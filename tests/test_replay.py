@@ -371,12 +371,15 @@ def _replay_one(ts_set, cap, window_s, lock_mhz=None):
        st.sampled_from([None, 1500.0]))
 def test_cap_invariants(series, cap_hi, frac, window_s, lock_mhz):
     """Over each controller window the replayed mean is at most the cap; a lower cap
-    never raises a GPU's peak power over the controller window nor shortens its run;
-    energy = integral of the replayed power.
+    never raises a GPU's peak power over the controller window; a cap never shortens
+    a GPU's run against the same lock without a cap; energy = integral of the
+    replayed power.
 
     (Single samples inside a window are not bounded by the cap, and a lower cap may
     let one rise: below-cap samples that turn into throttled ones leave room to the
-    others under the window mean.  DESIGN.md: samples may exceed C briefly.)"""
+    others under the window mean.  DESIGN.md: samples may exceed C briefly.  For the
+    same reason a lower cap may shorten a run: see
+    test_lower_cap_may_spread_the_throttling.)"""
     ts_set = _arrays_traceset(series)
     cap_lo = 80.0 + frac * (cap_hi - 80.0)
     r_hi = _replay_one(ts_set, cap_hi, window_s, lock_mhz)
@@ -397,10 +400,29 @@ def test_cap_invariants(series, cap_hi, frac, window_s, lock_mhz):
             peaks[cap, i] = max(means.values())
             energy += naive_energy(t1, p1, 5_000 * MS, hold)
         assert r.results[1].figures["energy_j"] == pytest.approx(energy, rel=1e-9, abs=1e-3)
-    a_hi, a_lo = r_hi.trace(r_hi.results[1].name), r_lo.trace(r_lo.results[1].name)
+    free = _replay_one(ts_set, None, window_s, lock_mhz)
+    a_free = free.trace(free.results[-1].name)
     for i in range(len(src.gpus)):
         assert peaks[cap_lo, i] <= peaks[cap_hi, i] * (1 + 1e-5)
-        assert a_lo.gpu(i)[0][-1] >= a_hi.gpu(i)[0][-1] - 1
+        for r in (r_hi, r_lo):
+            assert r.trace(r.results[1].name).gpu(i)[0][-1] >= a_free.gpu(i)[0][-1] - 1
+
+
+def test_lower_cap_may_spread_the_throttling():
+    """DESIGN.md: within a window the clock applies to the samples above the cap;
+    troughs below it are unchanged.  At 380 W the token samples sit at the cap and
+    keep their clock, so the compute-bound prompt samples take all the throttling;
+    at 342.5 W the token samples share it and the prompt samples stretch less: the
+    run ends sooner, though both are longer than the uncapped run (found by
+    hypothesis in test_cap_invariants)."""
+    ts = 1_700_000_000_000_000_000 + np.arange(1, 52, dtype=np.int64) * MS
+    ts_set = _arrays_traceset([(ts, np.r_[np.full(34, 380.0), np.full(17, 700.0)])])
+    ends = {}
+    for cap in (380.0, 342.5, None):
+        r = _replay_one(ts_set, cap, 0.05)
+        ends[cap] = (r.trace(r.results[-1].name).gpu(0)[0][-1] - ts[0]) / 1e6
+    assert ends[None] == 50.0
+    assert ends[380.0] == pytest.approx(54.32, abs=0.01) and ends[342.5] == pytest.approx(53.68, abs=0.01)
 
 
 # --------------------------------------------------------------------------- literature targets
