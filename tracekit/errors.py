@@ -25,6 +25,11 @@ class InputError(TracekitError):
         super().__init__(where + message)
 
 
+class UnindexedError(InputError):
+    """A canonical dataset's row groups do not each hold one GPU with ``ts`` statistics
+    (not written by ``tracekit convert``): it cannot be indexed, only read whole."""
+
+
 class SchemaError(TracekitError):
     """Columns, types or units do not match what a reader or function needs."""
 

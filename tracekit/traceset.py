@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from tracekit.engine.stream import DEFAULT_MEMORY_LIMIT
-from tracekit.errors import InputError, ParameterError, SchemaError, TracekitError
+from tracekit.errors import InputError, ParameterError, SchemaError, TracekitError, UnindexedError
 from tracekit.io.base import ReadOptions
 from tracekit.quality import DataQuality
 from tracekit.schema import LINE_COLUMN, TS_DTYPE, canonical_topology, empty_samples, host_from_gpu
@@ -459,9 +459,7 @@ def _open_canonical_arrays(path: Path, topology, strict: bool) -> TraceSet:
     manifest = read_manifest(path)
     try:
         index = DatasetIndex(path)
-    except InputError as exc:
-        if "row group" not in str(exc):
-            raise
+    except UnindexedError:
         index = None  # not one GPU per row group: read it whole now
     arrays_args = None
     if index is None:

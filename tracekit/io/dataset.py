@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tracekit.errors import InputError, SchemaError
+from tracekit.errors import InputError, SchemaError, UnindexedError
 from tracekit.quality import DataQuality
 from tracekit.schema import (
     OPTIONAL_COLUMNS,
@@ -531,7 +531,7 @@ class DatasetIndex:
                     continue
                 sg, st = rg.column(col_gpu).statistics, rg.column(col_ts).statistics
                 if sg is None or not sg.has_min_max or sg.min != sg.max or st is None or not st.has_min_max:
-                    raise InputError(f"row group {r} does not hold exactly one GPU with statistics "
+                    raise UnindexedError(f"row group {r} does not hold exactly one GPU with statistics "
                                      "(not written by tracekit convert); convert it again to stream it", path=f)
                 gpu = sg.min.decode() if isinstance(sg.min, bytes) else str(sg.min)
                 rg_file.append(fi)
@@ -557,9 +557,10 @@ class DatasetIndex:
         g_sorted = self.rg_gpu[order]
         overlap = (g_sorted[1:] == g_sorted[:-1]) & (self.rg_t0[order][1:] < self.rg_t1[order][:-1])
         if overlap.any():
-            g = int(g_sorted[1:][overlap][0])
-            raise InputError(f"row groups of GPU {self.gpus[g]} overlap in time (not sorted by gpu, ts)",
-                             path=self.path)
+            e = int(order[1:][overlap][0])
+            raise InputError(f"ts is not sorted: row group {int(self.rg_index[e])} (GPU {self.gpus[int(self.rg_gpu[e])]}) "
+                             "starts before the previous row group of its GPU ends (not sorted by gpu, ts)",
+                             path=self.files[int(self.rg_file[e])])
 
     def gpu_groups(self, g: int) -> np.ndarray:
         """Row-group entries of GPU ``g`` in time order."""
