@@ -112,6 +112,7 @@ def _accumulate_grid_kernel(
     hold = params[_P_HOLD]
     grid_end = t0 + step * n_cells
     step_s = step * 1e-9
+    inv_step = 1.0 / step
     n_gpus = gpu_offsets.shape[0] - 1
     for g in range(n_gpus):
         row = group_of_gpu[g]
@@ -133,6 +134,8 @@ def _accumulate_grid_kernel(
             acc_ns = carry_acc_ns[g]
             carry_cell[g] = -1
         peak = peaks[g] if cell_means else -np.inf
+        hb = 0  # heat bin of cell c while c < hb_end (c only moves forward)
+        hb_end = 0
         for k in range(first, stop):
             if k < lo:
                 a = carry_ts[g]
@@ -168,8 +171,11 @@ def _accumulate_grid_kernel(
                         if v > peak:
                             peak = v
                         if heat_per > 0:
-                            heat_e[g, c // heat_per] += acc_e * 1e-9
-                            heat_c[g, c // heat_per] += acc_ns * 1e-9
+                            if c >= hb_end:
+                                hb = c // heat_per
+                                hb_end = (hb + 1) * heat_per
+                            heat_e[g, hb] += acc_e * 1e-9
+                            heat_c[g, hb] += acc_ns * 1e-9
                 acc_e = 0.0
                 acc_ns = 0
                 if a - cell_end < step:
@@ -193,8 +199,11 @@ def _accumulate_grid_kernel(
                 if v > peak:
                     peak = v
                 if heat_per > 0:
-                    heat_e[g, c // heat_per] += acc_e * 1e-9
-                    heat_c[g, c // heat_per] += acc_ns * 1e-9
+                    if c >= hb_end:
+                        hb = c // heat_per
+                        hb_end = (hb + 1) * heat_per
+                    heat_e[g, hb] += acc_e * 1e-9
+                    heat_c[g, hb] += acc_ns * 1e-9
             c += 1
             cell_start = cell_end
             whole = p if cell_means else p * step_s
@@ -205,8 +214,11 @@ def _accumulate_grid_kernel(
                     if p > peak:
                         peak = p
                     if heat_per > 0:
-                        heat_e[g, c // heat_per] += p * step_s
-                        heat_c[g, c // heat_per] += step_s
+                        if c >= hb_end:
+                            hb = c // heat_per
+                            hb_end = (hb + 1) * heat_per
+                        heat_e[g, hb] += p * step_s
+                        heat_c[g, hb] += step_s
                 c += 1
                 cell_start += step
             acc_e = p * (b - cell_start)
