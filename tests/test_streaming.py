@@ -288,6 +288,54 @@ def test_run_ordered_keeps_order_with_threads():
     assert list(run_ordered(slow, [(i,) for i in range(12)], workers=3)) == list(range(12))
 
 
+def _pool_sizes(monkeypatch) -> list[int]:
+    """Thread counts of every thread pool map started (engine.local's shared pools and
+    run_ordered's own)."""
+    import concurrent.futures
+
+    from tracekit.engine import local
+
+    sizes: list[int] = []
+    pool_map = local._pool_map
+    monkeypatch.setattr(local, "_pool_map", lambda fn, items, threads: sizes.append(threads) or pool_map(
+        fn, items, threads))
+    executor = concurrent.futures.ThreadPoolExecutor
+
+    class Spy(executor):
+        def __init__(self, max_workers=None, *a, **k):
+            sizes.append(max_workers)
+            super().__init__(max_workers, *a, **k)
+
+    monkeypatch.setattr(concurrent.futures, "ThreadPoolExecutor", Spy)
+    return sizes
+
+
+@pytest.mark.parametrize("engine", ["memory", "stream"])
+def test_one_worker_starts_no_thread_pool(training, engine, monkeypatch):
+    """workers=1 reaches every threaded step (histograms, sampling statistics, reads,
+    replay's per-GPU passes), not only the batch executor; and workers=2 is used."""
+    sizes = _pool_sizes(monkeypatch)
+    analyze(tracekit.open(training), engine=engine, workers=1)
+    tracekit.replay(tracekit.open(training), cap=500, workers=1)
+    assert sizes == []
+    analyze(tracekit.open(training), engine=engine, workers=2)
+    tracekit.replay(tracekit.open(training), cap=500, workers=2)
+    assert sizes and set(sizes) == {2}
+
+
+def test_cli_threads_reach_reading_and_replay(training, capfd, monkeypatch):
+    from tracekit.engine.local import default_workers
+
+    before = default_workers()
+    sizes = _pool_sizes(monkeypatch)
+    for cmd in (["analyze"], ["replay", "--cap", "500"]):
+        code, _, _ = _main([*cmd, str(training), "--threads", "1", "--json"], capfd)
+        assert code == 0
+    assert sizes == [] and default_workers() == before  # the scope ends with the command
+    code, _, err = _main(["replay", str(training), "--cap", "500", "--threads", "0"], capfd)
+    assert code == 2 and err.strip() == "tracekit: error: --threads must be at least 1, got 0"
+
+
 def _main(argv, capfd):
     from tracekit.cli import main
 

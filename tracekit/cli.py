@@ -155,6 +155,22 @@ def _check_time(ctx, param, value):
     return value
 
 
+def _threads(ctx, param, value):
+    """--threads: checked, then every threaded step of the command (reading the
+    input included) uses that many threads."""
+    if value is not None:
+        from tracekit.engine.local import workers_scope
+        from tracekit.errors import ParameterError
+
+        if value < 1:
+            raise ParameterError(f"--threads must be at least 1, got {value}")
+        ctx.with_resource(workers_scope(value))
+    return value
+
+
+threads_option = click.option("--threads", type=int, callback=_threads, help="Worker threads (default: every core).")
+
+
 def time_slice_options(fn):
     """--since/--until: the part of the trace a command works on."""
     fn = click.option("--until", metavar="TIME", callback=_check_time,
@@ -185,7 +201,7 @@ def time_slice_options(fn):
               help="Memory the analysis may use; a canonical dataset larger than this is streamed in GPU batches.")
 @click.option("--engine", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
               help="memory: read the whole trace; stream: GPU batches from the dataset files; auto: by size.")
-@click.option("--threads", type=int, help="Worker threads (default: every core).")
+@threads_option
 @click.option("--scheduler", metavar="tcp://HOST:PORT",
               help="Run the batch tasks on a Dask distributed cluster (PATH must be a canonical dataset the "
                    "workers can read at the same path).")
@@ -199,12 +215,9 @@ def analyze(path, workload, resolution, windows, ramp_window, align, max_offset,
     from tracekit.analysis.analyze import AnalyzeOptions
     from tracekit.analysis.analyze import analyze as run_analyze
     from tracekit.analysis.rules import load_rules
-    from tracekit.errors import ParameterError
     from tracekit.units import parse_duration_s, parse_size_bytes
 
     max_gap_s = parse_duration_s(kw.get("max_gap", "5s"), what="--max-gap")
-    if threads is not None and threads < 1:
-        raise ParameterError(f"--threads must be at least 1, got {threads}")
     opts = AnalyzeOptions(
         workload=workload,
         resolution_s=parse_duration_s(resolution, what="--resolution") if resolution else None,
@@ -415,11 +428,12 @@ Examples:
 @time_slice_options
 @click.option("--memory-limit", metavar="SIZE",
               help="Refuse a replay estimated above SIZE (replay holds the whole trace; default: 80% of RAM).")
+@threads_option
 @click.option("-o", "--output", type=click.Path(file_okay=False),
               help="Write summary.json, tables, report.html and the replayed traces (canonical datasets).")
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary.")
 def replay(path, cap, cap_window, lock_mhz, smooth, storage, scope, model_params, workload, sync, resolution,
-           windows, since, until, memory_limit, output, as_json, **kw) -> None:
+           windows, since, until, memory_limit, threads, output, as_json, **kw) -> None:
     """What-if replay of PATH: power caps, clock locks, smoothing and storage (lock -> cap -> smoothing ->
     storage), with peak, swings, energy and slowdown per policy."""
     from tracekit.replay.engine import ReplayOptions
@@ -438,6 +452,7 @@ def replay(path, cap, cap_window, lock_mhz, smooth, storage, scope, model_params
         since=since,
         until=until,
         memory_limit_bytes=parse_size_bytes(memory_limit, what="--memory-limit") if memory_limit else None,
+        workers=threads,
     )
     policy = dict(cap=cap, lock_mhz=lock_mhz, smoothing=smooth, storage=storage, scope=scope)
     _replay_check_policy(policy)

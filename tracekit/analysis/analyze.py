@@ -37,11 +37,11 @@ from tracekit.analysis.partial import (
     run_sampling,
     window_groups,
 )
-from tracekit.engine.local import cost_ranges, default_workers
+from tracekit.engine.local import cost_ranges, default_workers, workers_scope
 from tracekit.engine.memory import release_freed_memory
 from tracekit.engine.stream import DEFAULT_MEMORY_LIMIT, plan_batches, run_ordered
 from tracekit.errors import ParameterError
-from tracekit.options import with_overrides
+from tracekit.options import check_choice, check_positive_ints, with_overrides
 from tracekit.traceset import IN_MEMORY_BYTES_PER_SAMPLE, periods_frame, slice_by_time
 
 Workload = Literal["auto", "training", "inference"]
@@ -168,6 +168,11 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
         traceset = open_trace(traceset)
     opts = with_overrides(options, AnalyzeOptions, kw, "analyze")
     _check_options(opts)
+    with workers_scope(None if client is not None else opts.workers):
+        return _analyze(traceset, opts, progress, client)
+
+
+def _analyze(traceset, opts: AnalyzeOptions, progress, client) -> Analysis:
 
     def step(name: str) -> None:
         # the last step's temporaries go back to the OS before the next step's peak
@@ -374,14 +379,9 @@ def _no_samples(time_range: dict | None) -> ParameterError:
 
 def _check_options(opts: AnalyzeOptions) -> None:
     """One-line errors for option values no analysis can use (the CLI checks its own)."""
-    if opts.workload not in ("auto", "training", "inference"):
-        raise ParameterError(f"workload must be auto, training or inference, got {opts.workload!r}")
-    if opts.engine not in ("auto", "memory", "stream"):
-        raise ParameterError(f"engine must be auto, memory or stream, got {opts.engine!r}")
-    for name in ("batch_gpus", "workers", "window_groups", "read_rows", "memory_limit_bytes"):
-        v = getattr(opts, name)
-        if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1):
-            raise ParameterError(f"{name} must be a positive integer, got {v!r}")
+    check_choice(opts, "workload", ("auto", "training", "inference"))
+    check_choice(opts, "engine", ("auto", "memory", "stream"))
+    check_positive_ints(opts, ("batch_gpus", "workers", "window_groups", "read_rows", "memory_limit_bytes"))
 
 
 def _streaming(traceset, opts: AnalyzeOptions, client, memory_limit: int) -> bool:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence, TypeVar
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -23,10 +25,13 @@ T = TypeVar("T")
 _WORKERS: int | None = None
 _POOLS: dict[int, ThreadPoolExecutor] = {}  # threads kept between calls (a call is often only ms of work)
 _LOCAL = threading.local()
+_SCOPED: ContextVar[int | None] = ContextVar("tracekit_workers", default=None)  # see workers_scope
 _POOLS_LOCK = threading.Lock()
 
 
-def _mark_pool_thread() -> None:
+def mark_pool_thread() -> None:
+    """Pool thread initializer: a map called from this thread runs inline (the work
+    is already spread over the workers)."""
     _LOCAL.in_pool = True
 
 
@@ -40,7 +45,7 @@ def _pool_map(fn: Callable, items: list, threads: int) -> list:
         pool = _POOLS.get(threads)
         if pool is None:
             pool = _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tracekit",
-                                                        initializer=_mark_pool_thread)
+                                                        initializer=mark_pool_thread)
     return list(pool.map(fn, items))
 
 
@@ -49,7 +54,11 @@ if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's t
 
 
 def default_workers() -> int:
-    """Worker threads: ``TRACEKIT_THREADS`` or every core."""
+    """Worker threads: the innermost :func:`workers_scope`, :func:`set_workers`,
+    ``TRACEKIT_THREADS`` or every core."""
+    scoped = _SCOPED.get()
+    if scoped is not None:
+        return scoped
     if _WORKERS is not None:
         return _WORKERS
     env = os.environ.get("TRACEKIT_THREADS")
@@ -62,6 +71,21 @@ def set_workers(n: int | None) -> None:
     """Fix the number of worker threads (None: back to the default)."""
     global _WORKERS
     _WORKERS = None if n is None else max(1, int(n))
+
+
+@contextmanager
+def workers_scope(n: int | None) -> Iterator[None]:
+    """Every parallel map started from this thread inside the block uses ``n`` threads
+    (None: unchanged), so one ``workers`` option reaches every threaded step of an
+    ``analyze`` or ``replay`` call, not only those it is passed to."""
+    if n is None:
+        yield
+        return
+    token = _SCOPED.set(max(1, int(n)))
+    try:
+        yield
+    finally:
+        _SCOPED.reset(token)
 
 
 def cost_ranges(costs: Sequence[float] | np.ndarray, parts: int) -> list[tuple[int, int]]:

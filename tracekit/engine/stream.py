@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from tracekit.engine.local import default_workers
+from tracekit.engine.local import default_workers, mark_pool_thread
 
 #: Default ``--memory-limit``.
 DEFAULT_MEMORY_LIMIT = 2 * 2**30
@@ -101,7 +101,7 @@ def run_ordered(fn: Callable, args: Sequence[tuple], *, workers: int | None = No
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers, initializer=mark_pool_thread) as pool:
         pending: deque = deque()
         it = iter(args)
         for a in it:

@@ -40,7 +40,6 @@ Rows stay in file order (the common cleaning step sorts and counts reorders).
 from __future__ import annotations
 
 import mmap
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from tracekit.errors import InputError, ParameterError
+from tracekit.engine.local import default_workers
 from tracekit.io.base import (
     GZIP_MAGIC,
     POWER_UNIT_SCALE,
@@ -963,7 +963,7 @@ def _fast_parse(
     n_kind = np.bincount(kinds[:, 0], minlength=3) if len(kinds) else np.zeros(3, dtype=np.int64)
     buf, mapped = _source_bytes(data)
     try:
-        parts = min(FAST_MAX_THREADS, os.cpu_count() or 1, max(1, (len(buf) - start) // FAST_SPLIT_BYTES))
+        parts = min(FAST_MAX_THREADS, default_workers(), max(1, (len(buf) - start) // FAST_SPLIT_BYTES))
         ranges = _split_ranges(buf, start, parts)
 
         def scan(rng: tuple[int, int]) -> tuple:

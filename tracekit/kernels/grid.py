@@ -112,7 +112,6 @@ def _accumulate_grid_kernel(
     hold = params[_P_HOLD]
     grid_end = t0 + step * n_cells
     step_s = step * 1e-9
-    inv_step = 1.0 / step
     n_gpus = gpu_offsets.shape[0] - 1
     for g in range(n_gpus):
         row = group_of_gpu[g]

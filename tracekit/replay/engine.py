@@ -47,12 +47,12 @@ from typing import Callable, Literal
 import numpy as np
 import polars as pl
 
-from tracekit.engine.local import map_items, map_ranges
+from tracekit.engine.local import map_items, map_ranges, workers_scope
 from tracekit.engine.memory import ram_limit_bytes, release_freed_memory
 from tracekit.traceset import slice_by_time
 from tracekit.units import format_size
 from tracekit.errors import ParameterError, PolicyError
-from tracekit.options import with_overrides
+from tracekit.options import check_choice, check_positive_ints, with_overrides
 from tracekit.kernels import replay as K
 from tracekit.replay.model import PowerModel, gpu_models
 from tracekit.replay.policy import Policy, build_policies
@@ -1135,18 +1135,22 @@ def replay(traceset, *, cap=None, lock_mhz=None, smoothing=None, storage=None, s
 
         traceset = open_trace(traceset)
     opts = with_overrides(options, ReplayOptions, kw, "replay")
-    if opts.sync not in ("auto", "on", "off"):
-        raise ParameterError(f"sync must be auto, on or off, got {opts.sync!r}")
-    if opts.workload not in ("auto", "training", "inference"):
-        raise ParameterError(f"workload must be auto, training or inference, got {opts.workload!r}")
+    check_choice(opts, "sync", ("auto", "on", "off"))
+    check_choice(opts, "workload", ("auto", "training", "inference"))
+    check_positive_ints(opts, ("workers", "memory_limit_bytes"))
+    with workers_scope(opts.workers):
+        return _replay(traceset, opts, dict(cap=cap, lock_mhz=lock_mhz, smoothing=smoothing, storage=storage,
+                                            scope=scope), keep_traces, on_trace, progress)
+
+
+def _replay(traceset, opts: ReplayOptions, policy_args: dict, keep_traces: bool, on_trace, progress) -> Replay:
     step = progress or (lambda name: None)
     time_range = None
     if opts.since is not None or opts.until is not None:
         traceset, time_range = slice_by_time(traceset, opts.since, opts.until)
     _check_memory(traceset, opts.memory_limit_bytes)
-    any_policy = cap is not None or lock_mhz is not None or smoothing is not None or storage is not None
-    policies = build_policies(cap=cap, lock_mhz=lock_mhz, smoothing=smoothing, storage=storage, scope=scope) \
-        if any_policy else []
+    any_policy = any(policy_args[k] is not None for k in ("cap", "lock_mhz", "smoothing", "storage"))
+    policies = build_policies(**policy_args) if any_policy else []
     ctx, base_grid = build_context(traceset, opts, step)
     resolved = [resolve(p, ctx) for p in policies]  # every error before any work
     base_meas = measure(ctx, ctx.arrays, None, base_grid)
