@@ -579,13 +579,10 @@ class DatasetIndex:
         ``[window * groups_per_window, (window + 1) * groups_per_window)`` (GPUs end
         at different windows; a GPU past its end has an empty range)."""
         lo = window * groups_per_window
-        entries = [self.gpu_groups(int(g))[lo: lo + groups_per_window] for g in gpus]
-        return self._read_entries(np.concatenate(entries) if entries else np.zeros(0, dtype=np.int64),
-                                  np.array([int(self.rg_rows[e].sum()) for e in entries], dtype=np.int64))
+        return self._read_entries(*self._joined([self.gpu_groups(int(g))[lo: lo + groups_per_window]
+                                                 for g in gpus]))
 
-    def groups_of(self, gpus, start_ns: int | None = None, end_ns: int | None = None) -> np.ndarray:
-        """Row-group entries of the given GPU indices (in GPU order, then time order)
-        that may hold samples in ``[start_ns, end_ns)``."""
+    def _per_gpu_groups(self, gpus, start_ns: int | None, end_ns: int | None) -> list[np.ndarray]:
         sel = []
         for g in gpus:
             idx = self.gpu_groups(int(g))
@@ -594,17 +591,23 @@ class DatasetIndex:
             if end_ns is not None:
                 idx = idx[self.rg_t0[idx] < end_ns]
             sel.append(idx)
-        return np.concatenate(sel) if sel else np.zeros(0, dtype=np.int64)
+        return sel
+
+    def _joined(self, per_gpu: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(entries in order, rows per GPU) of per-GPU entry lists."""
+        entries = np.concatenate(per_gpu) if per_gpu else np.zeros(0, dtype=np.int64)
+        return entries, np.array([int(self.rg_rows[e].sum()) for e in per_gpu], dtype=np.int64)
+
+    def groups_of(self, gpus, start_ns: int | None = None, end_ns: int | None = None) -> np.ndarray:
+        """Row-group entries of the given GPU indices (in GPU order, then time order)
+        that may hold samples in ``[start_ns, end_ns)``."""
+        return self._joined(self._per_gpu_groups(gpus, start_ns, end_ns))[0]
 
     def read(self, gpus, start_ns: int | None = None, end_ns: int | None = None):
         """(offsets, ts_ns, power_w) of the given GPU indices, CSR in the given order,
         only samples with ``start_ns <= ts < end_ns`` when a range is given (row
         groups outside it are not read at all)."""
-        gpus = [int(g) for g in gpus]
-        entries = self.groups_of(gpus, start_ns, end_ns)
-        counts = np.array([int(self.rg_rows[entries[self.rg_gpu[entries] == g]].sum()) for g in gpus],
-                          dtype=np.int64)
-        return self._read_entries(entries, counts, start_ns, end_ns)
+        return self._read_entries(*self._joined(self._per_gpu_groups(gpus, start_ns, end_ns)), start_ns, end_ns)
 
     def restrict(self, start_ns: int | None, end_ns: int | None) -> "DatasetIndex":
         """The index of the samples with ``start_ns <= ts < end_ns``: row groups wholly
