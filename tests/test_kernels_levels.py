@@ -25,14 +25,18 @@ FAST = settings(max_examples=50, deadline=None)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_histogram_matches_naive_with_out_of_range_nan_and_inf(dtype):
+@pytest.mark.parametrize("bin_w", [10.0, 0.3, 1.0, 0.25])  # powers of two take the multiplying loop
+def test_histogram_matches_naive_with_out_of_range_nan_and_inf(dtype, bin_w):
     rng = np.random.default_rng(1)
     power = rng.uniform(-50, 900, 2_000).astype(dtype)
+    power[:200] = np.round(power[:200] / bin_w) * bin_w + 0.1  # at and near the bin edges
+    power[200:300] = np.round(power[200:300] / bin_w) * bin_w
     power[::17] = np.nan
     power[5] = np.inf
     power[6] = -np.inf
-    counts = power_histogram(power, bin_w=10.0, n_bins=80, lo_w=0.0)
-    expected = naive.naive_power_histogram(power, lo_w=0.0, bin_w=10.0, n_bins=80)
+    n_bins = int(800 / bin_w)
+    counts = power_histogram(power, bin_w=bin_w, n_bins=n_bins, lo_w=0.1)
+    expected = naive.naive_power_histogram(power, lo_w=0.1, bin_w=bin_w, n_bins=n_bins)
     assert counts.dtype == np.int64
     assert counts.tolist() == expected
     assert counts.sum() == np.isfinite(power).sum()

@@ -15,6 +15,8 @@ choose_levels          k-means with k chosen by the relative drop of the SSE
 
 from __future__ import annotations
 
+import math
+
 from typing import NamedTuple
 
 import numpy as np
@@ -62,19 +64,42 @@ class Levels(NamedTuple):
 # --------------------------------------------------------------------------- histogram
 
 
+@kernel(inline="always")
+def _bin_of(b, q, top):
+    """Bin of a sample from ``b = floor((p - lo) / bin_w)``: clamped into the bins, -1
+    for a sample that is not finite (``q = p - lo``)."""
+    if not b >= 0.0:  # below bin 0, or not a number
+        return 0 if np.isfinite(q) else -1
+    if b > top:
+        return int(top) if np.isfinite(q) else -1
+    return int(b)
+
+
 @kernel
-def _power_histogram_kernel(power_w, lo_w, bin_w, counts):
+def _power_histogram_kernel(power_w, lo_w, bin_w, exact, counts, sub):
+    # Four partial histograms taken in turn: consecutive samples in one bin would
+    # otherwise wait on each other's increment (a store-to-load chain).  A bin width
+    # that is a power of two is applied as an exact multiplication by its inverse
+    # (``exact``), not a division; two loops, as a select would run both.
     n_bins = counts.shape[0]
-    for i in range(power_w.shape[0]):
-        p = power_w[i]
-        if not np.isfinite(p):
-            continue
-        b = np.floor((p - lo_w) / bin_w)
-        if b < 0.0:
-            b = 0.0
-        elif b > n_bins - 1:
-            b = n_bins - 1
-        counts[int(b)] += 1
+    top = n_bins - 1.0
+    inv = 1.0 / bin_w
+    sub[:, :] = 0
+    if exact:
+        for i in range(power_w.shape[0]):
+            q = np.float64(power_w[i]) - lo_w
+            b = _bin_of(np.floor(q * inv), q, top)
+            if b >= 0:
+                sub[i & 3, b] += 1
+    else:
+        for i in range(power_w.shape[0]):
+            q = np.float64(power_w[i]) - lo_w
+            b = _bin_of(np.floor(q / bin_w), q, top)
+            if b >= 0:
+                sub[i & 3, b] += 1
+    for k in range(4):
+        for j in range(n_bins):
+            counts[j] += sub[k, j]
     return counts
 
 
@@ -127,7 +152,8 @@ def power_histogram(
             n_bins = len(counts) if isinstance(counts, np.ndarray) else 0
         n_bins = int_param(func, "n_bins", n_bins, minimum=1)
         out_array(func, "counts", counts, (n_bins,), np.int64)
-    _power_histogram_kernel(power, lo_w, bin_w, counts)
+    exact = math.frexp(bin_w)[0] == 0.5  # 1 / bin_w is exact for a power of two
+    _power_histogram_kernel(power, lo_w, bin_w, exact, counts, np.empty((4, n_bins), dtype=np.int64))
     return counts
 
 
