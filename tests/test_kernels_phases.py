@@ -110,6 +110,22 @@ def test_labels_equal_naive(trace, levels, h, dwell):
 
 
 @FAST
+@given(level_sets, hysteresis_values, dwell_values, st.data())
+def test_labels_at_the_band_edges_equal_naive(levels, h, dwell, data):
+    """Samples at, just inside and just outside every hysteresis band's edges (where a
+    sample stops keeping its label without a pending change)."""
+    lower, upper = hysteresis_thresholds(levels, h)
+    edges = np.concatenate([lower, upper])
+    near = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), edges - 3.0,
+                           edges + 3.0, levels])
+    n = data.draw(st.integers(1, 60))
+    power = np.array(data.draw(st.lists(st.sampled_from(near.tolist()), min_size=n, max_size=n)))
+    ts = np.cumsum(np.array(data.draw(st.lists(st.integers(1, 20), min_size=n, max_size=n)), dtype=np.int64))
+    labels = label_phases(ts, power, levels, hysteresis=h, min_dwell_ns=dwell)
+    assert labels.tolist() == naive.naive_label_phases(ts, power, levels, hysteresis=h, min_dwell_ns=dwell)
+
+
+@FAST
 @given(power_traces(max_n=40), level_sets, hysteresis_values, dwell_values, st.data())
 def test_any_chunking_equals_one_shot_and_naive(trace, levels, h, dwell, data):
     ts, power = trace

@@ -99,6 +99,17 @@ def hysteresis_thresholds(
     return mid - half, mid + half
 
 
+@kernel(inline="always")
+def _stay_range(cur, lower_w, upper_w):
+    """(lo, hi): the power a sample may have and keep label ``cur`` when no change is
+    pending (empty while unlabelled)."""
+    if cur < 0:
+        return np.inf, -np.inf
+    lo = lower_w[cur - 1] if cur > 0 else -np.inf
+    hi = upper_w[cur] if cur < lower_w.shape[0] else np.inf
+    return lo, hi
+
+
 @kernel
 def _hysteresis_kernel(ts_ns, power_w, lower_w, upper_w, min_dwell_ns, state, labels, offset):
     # labels[offset:] receive this chunk; labels[:offset] are the previous chunks'
@@ -113,10 +124,16 @@ def _hysteresis_kernel(ts_ns, power_w, lower_w, upper_w, min_dwell_ns, state, la
     n_seen = state[_H_N_SEEN]
     base = n_seen - offset  # stream index of labels[0]
     n = ts_ns.shape[0]
+    # Without a candidate, a sample from the lower edge of the band below level cur to
+    # the upper edge of the band above it changes nothing: it keeps label cur.
+    stay_lo, stay_hi = _stay_range(cur, lower_w, upper_w)
     for i in range(n):
         j = offset + i
-        t = ts_ns[i]
         p = power_w[i]
+        if cand < 0 and p >= stay_lo and p <= stay_hi:  # the common case (NaN fails it)
+            labels[j] = cur
+            continue
+        t = ts_ns[i]
         if np.isnan(p):
             labels[j] = cur
             if cand >= 0 and prev_valid == 1:
@@ -147,6 +164,7 @@ def _hysteresis_kernel(ts_ns, power_w, lower_w, upper_w, min_dwell_ns, state, la
                 labels[q] = cand
             cur = cand
             cand = -1
+            stay_lo, stay_hi = _stay_range(cur, lower_w, upper_w)
         else:
             labels[j] = cur
     state[_H_CUR] = cur
