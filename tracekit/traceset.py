@@ -262,9 +262,9 @@ class TraceSet:
         """The samples with ``start_ns <= ts < end_ns`` (None = open), as a new TraceSet
         with the same topology and sources; a dataset not in memory stays lazy (its
         row groups outside the range are never read)."""
-        lo, hi = self._time_range  # a slice of a slice is the intersection
-        lo = start_ns if lo is None else lo if start_ns is None else max(lo, start_ns)
-        hi = end_ns if hi is None else hi if end_ns is None else min(hi, end_ns)
+        from tracekit.io.dataset import intersect_ranges
+
+        lo, hi = intersect_ranges(self._time_range, start_ns, end_ns)  # a slice of a slice: the intersection
         if not self.loaded and self.index is not None:
             out = TraceSet(None, self.topology, self.quality, self.sources, self.path, self.manifest,
                            index=self.index.restrict(start_ns, end_ns))

@@ -489,7 +489,7 @@ def _read_with_gpu_column(path, files: list[Path], n_rows: int, ts: np.ndarray,
 
 
 # -- reading by GPU batch and time range (the streaming executor's input) -------------
-def _intersect(t_range: tuple, start_ns: int | None, end_ns: int | None) -> tuple:
+def intersect_ranges(t_range: tuple, start_ns: int | None, end_ns: int | None) -> tuple:
     """``[start, end)`` ranges intersected (None = open)."""
     lo, hi = t_range
     if start_ns is not None:
@@ -624,7 +624,7 @@ class DatasetIndex:
         for name in ("rg_file", "rg_index", "rg_gpu", "rg_rows", "rg_t0", "rg_t1"):
             setattr(out, name, getattr(self, name)[keep])
         out.gpu_rows = np.bincount(out.rg_gpu, weights=out.rg_rows, minlength=len(self.gpus)).astype(np.int64)
-        out.t_range = _intersect(self.t_range, start_ns, end_ns)
+        out.t_range = intersect_ranges(self.t_range, start_ns, end_ns)
         out.__dict__.pop("_by_gpu", None)
         return out
 
@@ -653,7 +653,7 @@ class DatasetIndex:
                 raise InputError(f"truncated or corrupt Parquet file ({exc})", path=f) from None
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        return csr_time_range(offsets, ts, power, *_intersect(self.t_range, start_ns, end_ns))
+        return csr_time_range(offsets, ts, power, *intersect_ranges(self.t_range, start_ns, end_ns))
 
 
 def csr_time_range(offsets: np.ndarray, ts: np.ndarray, power: np.ndarray, lo: int | None,
