@@ -320,8 +320,11 @@ class GpuDetector:
         (from ``base``), its carried sample (``base - 1``), or earlier (the open segment)."""
         out = ts[np.clip(start_idx - base, 0, max(len(ts) - 1, 0))] if len(ts) else np.zeros(len(start_idx),
                                                                                                 dtype=np.int64)
-        out = np.where(start_idx == base - 1, self.prev_last_ts if self.prev_last_ts is not None else 0, out)
-        return np.where(start_idx < base - 1, self.open_ts if self.open_ts is not None else 0, out).astype(np.int64)
+        carried, earlier = start_idx == base - 1, start_idx < base - 1
+        if carried.any() and self.prev_last_ts is None or earlier.any() and self.open_ts is None:
+            raise RuntimeError(f"GPU {self.gpu}: a phase segment starts at a sample whose time was not kept")
+        out = np.where(carried, self.prev_last_ts or 0, out)  # (0: not used, np.where takes both sides)
+        return np.where(earlier, self.open_ts or 0, out).astype(np.int64)
 
     def _closed(self, seg, ts: np.ndarray, base: int) -> None:
         if len(seg.label):
