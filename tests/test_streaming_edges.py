@@ -386,9 +386,12 @@ def test_stragglers_with_equal_lateness_are_ordered():
 
 
 # -- rows out of time order inside a row group -------------------------------------------------
-def _swap_rows_in_first_group(src, out, drop_gpu_rows: bool = False):
+def _swap_rows_in_first_group(src, out, layout: str = "indexed"):
     """A copy of dataset ``src`` whose first file has rows 5 and 6 of its first row group
-    swapped (the group statistics, the index and the manifest stay valid)."""
+    swapped (the group statistics, the index and the manifest stay valid).  ``layout``:
+    ``indexed`` (one GPU per row group), ``one_group`` (the first file one row group of
+    several GPUs: not indexable, read whole by its footers), ``no_gpu_rows`` (that, and
+    no ``gpu_rows`` in the manifest: read whole by the gpu column)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -400,25 +403,28 @@ def _swap_rows_in_first_group(src, out, drop_gpu_rows: bool = False):
     idx = list(range(groups[0].num_rows))
     idx[5], idx[6] = 6, 5
     groups[0] = groups[0].take(pa.array(idx))
+    if layout != "indexed":
+        groups = [pa.concat_tables(groups)]
     with pq.ParquetWriter(first, groups[0].schema) as w:
         for g in groups:
-            w.write_table(g)
-    if drop_gpu_rows:
+            w.write_table(g, row_group_size=len(g))
+    if layout == "no_gpu_rows":
         manifest.pop("gpu_rows", None)
         (out / "manifest.json").write_text(json.dumps(manifest))
     return out, first.name
 
 
-@pytest.mark.parametrize("engine, drop_gpu_rows", [("memory", False), ("stream", False), ("memory", True)])
-def test_rows_out_of_order_in_a_row_group_are_a_one_line_error(grouped, tmp_path, engine, drop_gpu_rows):
+@pytest.mark.parametrize("engine, layout", [("memory", "indexed"), ("stream", "indexed"), ("memory", "one_group"),
+                                            ("memory", "no_gpu_rows")])
+def test_rows_out_of_order_in_a_row_group_are_a_one_line_error(grouped, tmp_path, engine, layout):
     """The dataset readers check each row group's order (the kernels then trust it):
     analyze and replay stop with an InputError naming the file (or the dataset when
     the GPUs are found from the gpu column)."""
     from tracekit.errors import InputError
 
-    path, name = _swap_rows_in_first_group(grouped, tmp_path / "swapped", drop_gpu_rows)
-    assert ("gpu_rows" in json.loads((path / "manifest.json").read_text())) != drop_gpu_rows
-    where = "swapped" if drop_gpu_rows else re.escape(name)
+    path, name = _swap_rows_in_first_group(grouped, tmp_path / "swapped", layout)
+    assert ("gpu_rows" in json.loads((path / "manifest.json").read_text())) == (layout != "no_gpu_rows")
+    where = "swapped" if layout == "no_gpu_rows" else re.escape(name)
     with pytest.raises(InputError, match=rf"{where}: ts (of GPU \S+ )?is not sorted .*row 6 is earlier than row 5"):
         analyze(tracekit.open(path), engine=engine)
     if engine == "memory":
@@ -479,3 +485,26 @@ def test_row_groups_out_of_time_order_are_a_one_line_error(grouped, tmp_path):
         DatasetIndex(out)
     with pytest.raises(InputError, match=rf"{re.escape(first.name)}: ts is not sorted: row group 1 starts before"):
         read_dataset_arrays(out)
+
+
+def test_files_changed_after_open_are_a_one_line_error(grouped, tmp_path):
+    """The index's footers are what the read places each row group by: a group that
+    now holds fewer rows is refused, naming the file (it used to leave the rest of its
+    place unwritten)."""
+    import pyarrow.parquet as pq
+
+    from tracekit.errors import InputError
+
+    out = tmp_path / "changed"
+    shutil.copytree(grouped, out)
+    ts = tracekit.open(out)  # footers indexed, samples not read yet
+    first = out / json.loads((out / "manifest.json").read_text())["files"][0]["file"]
+    pf = pq.ParquetFile(first)
+    groups = [pf.read_row_group(r) for r in range(pf.metadata.num_row_groups)]
+    groups[1] = groups[1].slice(0, groups[1].num_rows - 5)
+    with pq.ParquetWriter(first, groups[0].schema) as w:
+        for g in groups:
+            w.write_table(g)
+    with pytest.raises(InputError, match=rf"{re.escape(first.name)}: row group 1 holds 92 rows, not the 97 of its "
+                                         r"footer when the dataset was opened \(the files changed\?\)"):
+        ts.arrays()

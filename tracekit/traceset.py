@@ -484,15 +484,10 @@ def _open_canonical_arrays(path: Path, topology, strict: bool) -> TraceSet:
 
 
 def _load_index_arrays(index, topology: pl.DataFrame) -> GpuArrays:
-    from tracekit.io.dataset import read_dataset_arrays
-
-    if index.t_range != (None, None):  # a time slice: its row groups only, filtered
-        offsets, ts, power = index.read(range(len(index.gpus)))
-        return GpuArrays(index.gpus, offsets, ts, power, topology)
-    gpus, offsets, ts, power, _ = read_dataset_arrays(index.path)
-    if gpus != index.gpus:
-        raise InputError("the dataset's files changed since it was opened", path=index.path)
-    return GpuArrays(gpus, offsets, ts, power, topology)
+    """The indexed row groups (of a time slice: its groups only, filtered), read on
+    every core from the footers the index already holds."""
+    offsets, ts, power = index.read(range(len(index.gpus)))
+    return GpuArrays(index.gpus, offsets, ts, power, topology)
 
 
 def _load_topology_file(path: Path) -> pl.DataFrame:

@@ -394,13 +394,9 @@ def read_dataset_arrays(path: Path | str):
 
 
 def _read_row_groups(path, files: list[Path], offsets: np.ndarray, ts: np.ndarray, power: np.ndarray) -> None:
-    """Every row group's ``ts`` and ``power_w`` into its place in ``ts`` / ``power``,
-    on a thread pool (each thread decodes its groups single-threaded), checking that
-    each GPU's times (``offsets``: CSR rows per GPU) are sorted within the group."""
-    from tracekit.engine.local import map_ranges
-
-    groups: list[tuple[Path, int, int]] = []  # (file, row group, output position)
-    rows: list[int] = []
+    """Every row group of ``files`` (found from their footers) into its place in ``ts`` /
+    ``power`` (see :func:`_read_groups_into`)."""
+    groups: list[tuple[Path, int, int, int]] = []  # (file, row group, output position, rows)
     pos = 0
     for f in files:
         try:
@@ -408,21 +404,34 @@ def _read_row_groups(path, files: list[Path], offsets: np.ndarray, ts: np.ndarra
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
         for r in range(md.num_row_groups):
-            groups.append((Path(f), r, pos))
-            rows.append(md.row_group(r).num_rows)
-            pos += rows[-1]
+            groups.append((Path(f), r, pos, md.row_group(r).num_rows))
+            pos += groups[-1][3]
     n_rows = int(offsets[-1])
     if pos != n_rows:
         raise InputError(f"manifest.json counts {n_rows} rows but the files hold {pos}", path=str(path))
+    _read_groups_into(groups, offsets, ts, power)
+
+
+def _read_groups_into(groups: list[tuple[Path, int, int, int]], offsets: np.ndarray, ts: np.ndarray,
+                      power: np.ndarray) -> None:
+    """Row groups ``(file, group, output position, rows)`` decoded (``ts``, ``power_w``)
+    into their places in ``ts`` / ``power``, on a thread pool (each thread decodes its
+    groups single-threaded and copies each into place at once), checking that each
+    GPU's times (``offsets``: CSR rows per GPU of the output) are sorted: within each
+    group, and across the joins of a GPU's consecutive groups."""
+    from tracekit.engine.local import map_ranges
 
     def read(lo: int, hi: int) -> None:
         opened: dict[Path, pq.ParquetFile] = {}
-        for f, r, at in groups[lo:hi]:
+        for f, r, at, n in groups[lo:hi]:
             try:
                 pf = opened.get(f) or opened.setdefault(f, pq.ParquetFile(f))
                 table = pf.read_row_group(r, columns=["ts", "power_w"], use_threads=False)
-            except (pa.ArrowInvalid, OSError) as exc:
+            except (pa.ArrowInvalid, OSError, IndexError) as exc:
                 raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
+            if table.num_rows != n:
+                raise InputError(f"row group {r} holds {table.num_rows} rows, not the {n} of its footer when the "
+                                 "dataset was opened (the files changed?)", path=str(f))
             end = _copy_column(table, "ts", ts, at, f)
             _copy_column(table, "power_w", power, at, f)
             del table
@@ -431,13 +440,13 @@ def _read_row_groups(path, files: list[Path], offsets: np.ndarray, ts: np.ndarra
             inner = offsets[np.searchsorted(offsets, at, side="right"): np.searchsorted(offsets, end, side="left")]
             _check_sorted_group(ts[at:end], f, r, np.concatenate([[at], inner, [end]]).astype(np.int64) - at)
 
-    map_ranges(read, np.asarray(rows, dtype=np.float64))
-    # each group is sorted inside; a GPU's groups must also follow one another in time
-    at = np.array([pos for _, _, pos in groups], dtype=np.int64)
+    map_ranges(read, np.array([g[3] for g in groups], dtype=np.float64))
+    pa.default_memory_pool().release_unused()
+    at = np.array([g[2] for g in groups], dtype=np.int64)
     joins = np.flatnonzero((at > 0) & (at < len(ts)) & ~np.isin(at, offsets))
     back = joins[ts[at[joins] - 1] > ts[at[joins]]]
     if len(back):
-        f, r, pos = groups[int(back[0])]
+        f, r, _, _ = groups[int(back[0])]
         raise InputError(f"ts is not sorted: row group {r} starts before the previous rows of its GPU end; "
                          "canonical datasets are sorted by (gpu, ts)", path=str(f))
 
@@ -632,27 +641,14 @@ class DatasetIndex:
                       end_ns: int | None = None):
         """Read row-group entries (in order) into CSR arrays with ``counts`` rows per GPU,
         keeping the samples in ``[start_ns, end_ns)`` and in the index's own range."""
-        n = int(self.rg_rows[entries].sum())
-        ts = np.empty(n, dtype=np.int64)
-        power = np.empty(n, dtype=np.float32)
-        starts = np.concatenate([[0], np.cumsum(self.rg_rows[entries])[:-1]]).astype(np.int64)
-        by_file: dict[int, list[tuple[int, int]]] = {}  # file -> (row group, output position)
-        for e, pos in zip(entries, starts):
-            by_file.setdefault(int(self.rg_file[e]), []).append((int(self.rg_index[e]), int(pos)))
-        for fi, groups in by_file.items():
-            f = self.files[fi]
-            try:
-                pf = pq.ParquetFile(f)
-                for r, pos in groups:  # each group is copied into place and released at once
-                    table = pf.read_row_group(r, columns=["ts", "power_w"], use_threads=False)
-                    end = _copy_column(table, "ts", ts, pos, Path(f))
-                    _copy_column(table, "power_w", power, pos, Path(f))
-                    del table
-                    _check_sorted_group(ts[pos:end], Path(f), r)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(f"truncated or corrupt Parquet file ({exc})", path=f) from None
+        rows = self.rg_rows[entries]
+        ts = np.empty(int(rows.sum()), dtype=np.int64)
+        power = np.empty(len(ts), dtype=np.float32)
+        starts = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
+        _read_groups_into([(Path(self.files[int(self.rg_file[e])]), int(self.rg_index[e]), int(pos), int(n))
+                           for e, pos, n in zip(entries, starts, rows)], offsets, ts, power)
         return csr_time_range(offsets, ts, power, *intersect_ranges(self.t_range, start_ns, end_ns))
 
 
