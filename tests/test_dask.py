@@ -117,3 +117,16 @@ def test_cli_scheduler_unreachable(dataset, capfd):
     assert code == 2
     assert err.startswith("tracekit: error: cannot reach the Dask scheduler tcp://127.0.0.1:9")
     assert err.count("\n") == 1
+
+
+def test_dask_tasks_run_their_maps_on_one_thread(cluster):
+    """A task on a Dask worker sees one worker thread (the workers' threads are the
+    parallelism).  (Its key keeps the task's name: test_killed_worker_is_retried finds
+    the analysis tasks by it.)"""
+    from distributed import Client
+
+    from tracekit.engine.local import default_workers
+    from tracekit.engine.stream import run_ordered
+
+    with Client(cluster.scheduler_address) as client:
+        assert list(run_ordered(default_workers, [(), ()], client=client)) == [1, 1]

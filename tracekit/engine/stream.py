@@ -14,12 +14,13 @@ results handed back in batch order.
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from tracekit.engine.local import default_workers, mark_pool_thread
+from tracekit.engine.local import default_workers, mark_pool_thread, workers_scope
 
 #: Default ``--memory-limit``.
 DEFAULT_MEMORY_LIMIT = 2 * 2**30
@@ -116,6 +117,13 @@ def run_ordered(fn: Callable, args: Sequence[tuple], *, workers: int | None = No
             yield result
 
 
+def _one_thread(fn: Callable, *args):
+    """``fn(*args)`` on a Dask worker: its maps run on the calling thread (the worker's
+    threads are the parallelism; a pool per task would oversubscribe the machine)."""
+    with workers_scope(1):
+        return fn(*args)
+
+
 def _run_dask(fn: Callable, args: Sequence[tuple], client, shared: tuple) -> Iterator:
     scattered = [client.scatter(s, broadcast=True) for s in shared] if shared else []
     threads = sum(client.nthreads().values()) or 1
@@ -124,7 +132,8 @@ def _run_dask(fn: Callable, args: Sequence[tuple], client, shared: tuple) -> Ite
     it = iter(args)
 
     def submit(a) -> None:
-        pending.append(client.submit(fn, *a, *scattered, pure=False, retries=2))
+        key = f"{fn.__name__}-{uuid.uuid4().hex}"  # the task's own name on the dashboard
+        pending.append(client.submit(_one_thread, fn, *a, *scattered, key=key, retries=2))
 
     for a in it:
         submit(a)
