@@ -246,3 +246,22 @@ def test_convert_raw_then_analyze_equals_raw(tmp_path):
     assert converted.quality.to_dict() == direct.quality.to_dict()
     a, b = analyze(direct).summary(), analyze(converted).summary()
     assert a["levels"] == b["levels"] and a["phases"] == b["phases"]
+
+
+def test_summary_of_a_slice_counts_the_hosts_with_samples_in_it():
+    """A time slice's summary counts GPUs and hosts alike: those with samples in it."""
+    from tracekit.quality import DataQuality
+    from tracekit.schema import canonical_topology
+    from tracekit.traceset import GpuArrays, TraceSet
+
+    gpus = ["h0/0", "h0/1", "h1/0"]
+    t = 1_700_000_000_000_000_000 + np.arange(100, dtype=np.int64) * 10**6
+    series = [t, t, t[60:]]  # host h1 logs only from 60 ms
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in series])]).astype(np.int64)
+    ts = np.concatenate(series)
+    topo = canonical_topology(pl.DataFrame({"gpu": gpus}))
+    whole = TraceSet(None, topo, DataQuality(rows_read=len(ts), rows_used=len(ts)), [],
+                     arrays=GpuArrays(gpus, offsets, ts, np.full(len(ts), 300.0, np.float32), topo))
+    assert (whole.dataset_summary()["gpus"], whole.dataset_summary()["hosts"]) == (3, 2)
+    early = whole.time_slice(None, int(t[50])).dataset_summary()
+    assert (early["gpus"], early["hosts"], early["samples"]) == (2, 1, 100)

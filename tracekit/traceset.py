@@ -328,7 +328,9 @@ class TraceSet:
             start, end = start.isoformat(), end.isoformat()
         else:
             duration_s, start, end = 0.0, None, None
-        hosts = self.topology.get_column("host").n_unique() if self.topology.height else 0
+        # hosts, like GPUs, that have samples (in a time slice: in the slice)
+        hosts = self.topology.filter(pl.col("gpu").is_in(present.get_column("gpu").implode())) \
+            .get_column("host").n_unique() if n else 0
 
         def _median(col: str):
             if periods is None or periods.height == 0:
