@@ -25,8 +25,8 @@ def naive_power_histogram(power_w, *, lo_w: float, bin_w: float, n_bins: int) ->
         p = float(p)
         if not math.isfinite(p):
             continue
-        b = math.floor((p - lo_w) / bin_w)
-        b = min(max(b, 0), n_bins - 1)
+        q = (p - lo_w) / bin_w  # may overflow to +-inf for a finite p: an edge bin
+        b = n_bins - 1 if q >= n_bins else 0 if q < 0 else math.floor(q)
         counts[b] += 1
     return counts
 

@@ -42,6 +42,26 @@ def test_histogram_matches_naive_with_out_of_range_nan_and_inf(dtype, bin_w):
     assert counts.sum() == np.isfinite(power).sum()
 
 
+@pytest.mark.parametrize("bin_w", [0.1, 10.0, 0.3, 0.25, 1.0])
+def test_histogram_at_bin_edges_from_zero_equals_naive(bin_w):
+    """Samples at k x bin_w and one float below, from lo_w = 0: where multiplying by
+    1 / bin_w and dividing disagree unless bin_w is a power of two (the kernel divides
+    then); a finite sample whose distance from lo_w overflows is still counted."""
+    k = np.arange(0, 400, dtype=np.float64)
+    edges = k * bin_w
+    power = np.concatenate([edges, np.nextafter(edges, 0.0), [1.7e308, -1.7e308]])
+    counts = power_histogram(power, bin_w=bin_w, n_bins=500, lo_w=0.0)
+    assert counts.tolist() == naive.naive_power_histogram(power, lo_w=0.0, bin_w=bin_w, n_bins=500)
+    wide = power_histogram(np.array([1.7e308, 5.0]), bin_w=1.0, n_bins=10, lo_w=-1.7e308)
+    assert wide.sum() == 2 and wide[-1] == 2
+
+
+def test_histogram_of_a_subnormal_bin_width_divides():
+    tiny = 2.0**-1070  # a power of two whose inverse overflows
+    counts = power_histogram(np.array([5e-321, 1e-322]), bin_w=tiny, n_bins=1000)
+    assert counts.tolist() == naive.naive_power_histogram([5e-321, 1e-322], lo_w=0.0, bin_w=tiny, n_bins=1000)
+
+
 def test_histogram_matches_numpy_histogram_in_range():
     rng = np.random.default_rng(2)
     power = rng.uniform(0, 700, 5_000)

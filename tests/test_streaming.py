@@ -8,6 +8,7 @@ up to the order of floating-point additions (rel. 1e-9).
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -297,8 +298,12 @@ def _pool_sizes(monkeypatch) -> list[int]:
 
     sizes: list[int] = []
     pool_map = local._pool_map
-    monkeypatch.setattr(local, "_pool_map", lambda fn, items, threads: sizes.append(threads) or pool_map(
-        fn, items, threads))
+    def spy(fn, items, threads):
+        if not getattr(local._LOCAL, "in_pool", False):  # (a pool thread's maps run inline)
+            sizes.append(threads)
+        return pool_map(fn, items, threads)
+
+    monkeypatch.setattr(local, "_pool_map", spy)
     executor = concurrent.futures.ThreadPoolExecutor
 
     class Spy(executor):
@@ -310,30 +315,55 @@ def _pool_sizes(monkeypatch) -> list[int]:
     return sizes
 
 
+@pytest.fixture(scope="module")
+def unindexed(training, tmp_path_factory):
+    """The training dataset in row groups of 7000 rows that mix GPUs: not indexable,
+    so read whole (on threads, several groups) when it is opened."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path_factory.mktemp("stream") / "unindexed"
+    shutil.copytree(training, out)
+    for entry in json.loads((out / "manifest.json").read_text())["files"]:
+        f = out / entry["file"]
+        table = pq.read_table(f)
+        pq.write_table(table, f, row_group_size=7000)
+    return out
+
+
 @pytest.mark.parametrize("engine", ["memory", "stream"])
-def test_one_worker_starts_no_thread_pool(training, engine, monkeypatch):
-    """workers=1 reaches every threaded step (histograms, sampling statistics, reads,
-    replay's per-GPU passes), not only the batch executor; and workers=2 is used."""
+def test_one_worker_starts_no_thread_pool(training, unindexed, engine, monkeypatch):
+    """workers=1 reaches every threaded step (the read at open of a path, histograms,
+    sampling statistics, reads, replay's per-GPU passes), not only the batch executor;
+    and workers=3 is used (this machine's default may be 2)."""
     sizes = _pool_sizes(monkeypatch)
     analyze(tracekit.open(training), engine=engine, workers=1)
     tracekit.replay(tracekit.open(training), cap=500, workers=1)
+    if engine == "memory":  # a path, opened (and here read whole) inside the call
+        analyze(unindexed, workers=1)
+        tracekit.replay(unindexed, cap=500, workers=1)
     assert sizes == []
-    analyze(tracekit.open(training), engine=engine, workers=2)
-    tracekit.replay(tracekit.open(training), cap=500, workers=2)
-    assert sizes and set(sizes) == {2}
+    analyze(tracekit.open(training), engine=engine, workers=3)
+    tracekit.replay(tracekit.open(training), cap=500, workers=3)
+    assert sizes and set(sizes) == {3}
 
 
-def test_cli_threads_reach_reading_and_replay(training, capfd, monkeypatch):
+def test_cli_threads_reach_reading_and_replay(unindexed, capfd, monkeypatch):
+    """--threads 1 holds from the read at open (of a dataset read whole) to the end of
+    the command, and the scope ends with it."""
     from tracekit.engine.local import default_workers
 
     before = default_workers()
     sizes = _pool_sizes(monkeypatch)
     for cmd in (["analyze"], ["replay", "--cap", "500"]):
-        code, _, _ = _main([*cmd, str(training), "--threads", "1", "--json"], capfd)
+        code, _, _ = _main([*cmd, str(unindexed), "--threads", "1", "--json"], capfd)
         assert code == 0
-    assert sizes == [] and default_workers() == before  # the scope ends with the command
-    code, _, err = _main(["replay", str(training), "--cap", "500", "--threads", "0"], capfd)
+    assert sizes == [] and default_workers() == before
+    code, _, err = _main(["replay", str(unindexed), "--cap", "500", "--threads", "0"], capfd)
     assert code == 2 and err.strip() == "tracekit: error: --threads must be at least 1, got 0"
+    code, _, _ = _main(["analyze", str(unindexed), "--threads", "1", "--until", "garbage"], capfd)
+    assert code == 2 and default_workers() == before  # a later option's error leaves no scope behind
 
 
 def _main(argv, capfd):

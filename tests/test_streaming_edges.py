@@ -478,7 +478,7 @@ def test_row_groups_out_of_time_order_are_a_one_line_error(grouped, tmp_path):
     with pq.ParquetWriter(first, groups[0].schema) as w:
         for g in groups:
             w.write_table(g)
-    msg = rf"{re.escape(first.name)}: ts is not sorted: row group 1 \(GPU \S+\) starts before the previous row group"
+    msg = rf"{re.escape(first.name)}: ts is not sorted: row group 1 \(GPU \S+\) starts before the previous rows"
     with pytest.raises(InputError, match=msg):
         tracekit.open(out)
     with pytest.raises(InputError, match=msg):
@@ -487,10 +487,11 @@ def test_row_groups_out_of_time_order_are_a_one_line_error(grouped, tmp_path):
         read_dataset_arrays(out)
 
 
-def test_files_changed_after_open_are_a_one_line_error(grouped, tmp_path):
+@pytest.mark.parametrize("change", ["fewer_rows", "no_power"])
+def test_files_changed_after_open_are_a_one_line_error(grouped, tmp_path, change):
     """The index's footers are what the read places each row group by: a group that
-    now holds fewer rows is refused, naming the file (it used to leave the rest of its
-    place unwritten)."""
+    now holds fewer rows (it used to leave the rest of its place unwritten), or a file
+    that lost its power column (an internal KeyError), is refused, naming the file."""
     import pyarrow.parquet as pq
 
     from tracekit.errors import InputError
@@ -501,10 +502,14 @@ def test_files_changed_after_open_are_a_one_line_error(grouped, tmp_path):
     first = out / json.loads((out / "manifest.json").read_text())["files"][0]["file"]
     pf = pq.ParquetFile(first)
     groups = [pf.read_row_group(r) for r in range(pf.metadata.num_row_groups)]
-    groups[1] = groups[1].slice(0, groups[1].num_rows - 5)
+    if change == "fewer_rows":
+        groups[1] = groups[1].slice(0, groups[1].num_rows - 5)
+        msg = r"row group 1 holds 92 rows, not the 97 of its footer when the dataset was opened \(the files changed\?\)"
+    else:
+        groups = [g.drop_columns(["power_w"]) for g in groups]
+        msg = "sample file lacks the power_w column"
     with pq.ParquetWriter(first, groups[0].schema) as w:
         for g in groups:
             w.write_table(g)
-    with pytest.raises(InputError, match=rf"{re.escape(first.name)}: row group 1 holds 92 rows, not the 97 of its "
-                                         r"footer when the dataset was opened \(the files changed\?\)"):
+    with pytest.raises(InputError, match=rf"{re.escape(first.name)}: {msg}"):
         ts.arrays()

@@ -6,6 +6,7 @@ Heavy modules (Polars, Numba, kernels) are imported inside the commands, so
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -155,20 +156,26 @@ def _check_time(ctx, param, value):
     return value
 
 
-def _threads(ctx, param, value):
-    """--threads: checked, then every threaded step of the command (reading the
-    input included) uses that many threads."""
-    if value is not None:
-        from tracekit.engine.local import workers_scope
+def _check_threads(ctx, param, value):
+    if value is not None and value < 1:
         from tracekit.errors import ParameterError
 
-        if value < 1:
-            raise ParameterError(f"--threads must be at least 1, got {value}")
-        ctx.with_resource(workers_scope(value))
+        raise ParameterError(f"--threads must be at least 1, got {value}")
     return value
 
 
-threads_option = click.option("--threads", type=int, callback=_threads, help="Worker threads (default: every core).")
+def threads_option(fn):
+    """--threads: the whole command (reading the input included) runs in a workers
+    scope of that many threads, left when the command returns or fails."""
+    @functools.wraps(fn)
+    def run(*args, **kw):
+        from tracekit.engine.local import workers_scope
+
+        with workers_scope(kw.get("threads")):
+            return fn(*args, **kw)
+
+    return click.option("--threads", type=int, callback=_check_threads,
+                        help="Worker threads (default: every core).")(run)
 
 
 def time_slice_options(fn):

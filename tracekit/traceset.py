@@ -488,7 +488,10 @@ def _open_canonical_arrays(path: Path, topology, strict: bool) -> TraceSet:
 def _load_index_arrays(index, topology: pl.DataFrame) -> GpuArrays:
     """The indexed row groups (of a time slice: its groups only, filtered), read on
     every core from the footers the index already holds."""
+    import pyarrow as pa
+
     offsets, ts, power = index.read(range(len(index.gpus)))
+    pa.default_memory_pool().release_unused()  # what the row-group reads freed
     return GpuArrays(index.gpus, offsets, ts, power, topology)
 
 

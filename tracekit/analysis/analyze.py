@@ -164,11 +164,11 @@ def analyze(traceset, options: AnalyzeOptions | None = None, progress=None, clie
     """
     from tracekit.traceset import TraceSet, open_trace
 
-    if not isinstance(traceset, TraceSet):
-        traceset = open_trace(traceset)
     opts = with_overrides(options, AnalyzeOptions, kw, "analyze")
     _check_options(opts)
-    with workers_scope(None if client is not None else opts.workers):
+    with workers_scope(None if client is not None else opts.workers):  # the input's reading included
+        if not isinstance(traceset, TraceSet):
+            traceset = open_trace(traceset)
         return _analyze(traceset, opts, progress, client)
 
 

@@ -11,11 +11,11 @@ show.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -25,7 +25,7 @@ T = TypeVar("T")
 _WORKERS: int | None = None
 _POOLS: dict[int, ThreadPoolExecutor] = {}  # threads kept between calls (a call is often only ms of work)
 _LOCAL = threading.local()
-_SCOPED: ContextVar[int | None] = ContextVar("tracekit_workers", default=None)  # see workers_scope
+_SCOPED: contextvars.ContextVar[int | None] = contextvars.ContextVar("tracekit_workers", default=None)  # workers_scope
 _POOLS_LOCK = threading.Lock()
 
 
@@ -46,7 +46,14 @@ def _pool_map(fn: Callable, items: list, threads: int) -> list:
         if pool is None:
             pool = _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tracekit",
                                                         initializer=mark_pool_thread)
-    return list(pool.map(fn, items))
+    return list(pool.map(in_caller_context(fn), items))
+
+
+def in_caller_context(fn: Callable) -> Callable:
+    """``fn`` run, on whichever thread, in a copy of the calling thread's context (its
+    :func:`workers_scope` included)."""
+    ctx = contextvars.copy_context()
+    return lambda *a: ctx.copy().run(fn, *a)
 
 
 if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads

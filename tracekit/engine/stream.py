@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from tracekit.engine.local import default_workers, mark_pool_thread, workers_scope
+from tracekit.engine.local import default_workers, in_caller_context, mark_pool_thread, workers_scope
 
 #: Default ``--memory-limit``.
 DEFAULT_MEMORY_LIMIT = 2 * 2**30
@@ -102,17 +102,18 @@ def run_ordered(fn: Callable, args: Sequence[tuple], *, workers: int | None = No
         return
     from concurrent.futures import ThreadPoolExecutor
 
+    task = in_caller_context(fn)
     with ThreadPoolExecutor(max_workers=workers, initializer=mark_pool_thread) as pool:
         pending: deque = deque()
         it = iter(args)
         for a in it:
-            pending.append(pool.submit(fn, *a, *shared))
+            pending.append(pool.submit(task, *a, *shared))
             if len(pending) >= workers:
                 break
         while pending:
             result = pending.popleft().result()
             for a in it:
-                pending.append(pool.submit(fn, *a, *shared))
+                pending.append(pool.submit(task, *a, *shared))
                 break
             yield result
 

@@ -12,6 +12,7 @@ end: a crash never leaves a half-written dataset.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tracekit.engine.local import default_workers, map_ranges
 from tracekit.errors import InputError, SchemaError, UnindexedError
 from tracekit.quality import DataQuality
 from tracekit.schema import (
@@ -337,7 +339,7 @@ def read_dataset_samples(path: Path | str, columns: list[str] | None = None) -> 
     tables = []
     for f in files:
         try:
-            tables.append(pq.read_table(f, columns=wanted))
+            tables.append(pq.read_table(f, columns=wanted, use_threads=default_workers() > 1))
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
@@ -347,6 +349,8 @@ def read_dataset_samples(path: Path | str, columns: list[str] | None = None) -> 
 
 def _copy_column(table: pa.Table, name: str, out: np.ndarray, pos: int, path: Path) -> int:
     """Copy a non-null numeric/timestamp column into ``out[pos:]``; returns rows copied."""
+    if name not in table.column_names:
+        raise InputError(f"sample file lacks the {name} column", path=str(path))
     col = table.column(name)
     if col.null_count:
         raise InputError(f"column {name} has {col.null_count} null value(s); canonical datasets have none",
@@ -419,36 +423,45 @@ def _read_groups_into(groups: list[tuple[Path, int, int, int]], offsets: np.ndar
     groups single-threaded and copies each into place at once), checking that each
     GPU's times (``offsets``: CSR rows per GPU of the output) are sorted: within each
     group, and across the joins of a GPU's consecutive groups."""
-    from tracekit.engine.local import map_ranges
 
     def read(lo: int, hi: int) -> None:
-        opened: dict[Path, pq.ParquetFile] = {}
-        for f, r, at, n in groups[lo:hi]:
-            try:
-                pf = opened.get(f) or opened.setdefault(f, pq.ParquetFile(f))
-                table = pf.read_row_group(r, columns=["ts", "power_w"], use_threads=False)
-            except (pa.ArrowInvalid, OSError, IndexError) as exc:
-                raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
-            if table.num_rows != n:
-                raise InputError(f"row group {r} holds {table.num_rows} rows, not the {n} of its footer when the "
-                                 "dataset was opened (the files changed?)", path=str(f))
-            end = _copy_column(table, "ts", ts, at, f)
-            _copy_column(table, "power_w", power, at, f)
-            del table
-            # the GPUs starting inside the group (a group may hold the end of one GPU
-            # and the start of the next)
-            inner = offsets[np.searchsorted(offsets, at, side="right"): np.searchsorted(offsets, end, side="left")]
-            _check_sorted_group(ts[at:end], f, r, np.concatenate([[at], inner, [end]]).astype(np.int64) - at)
+        with contextlib.ExitStack() as files:  # each file opened once per thread, closed at the end
+            opened: dict[Path, pq.ParquetFile] = {}
+            for f, r, at, n in groups[lo:hi]:
+                try:
+                    if f not in opened:
+                        opened[f] = files.enter_context(pq.ParquetFile(f))
+                    table = opened[f].read_row_group(r, columns=["ts", "power_w"], use_threads=False)
+                except (pa.ArrowInvalid, OSError, IndexError) as exc:
+                    raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
+                _place_group(table, f, r, at, n)
+
+    def _place_group(table, f: Path, r: int, at: int, n: int) -> None:
+        if table.num_rows != n:
+            raise InputError(f"row group {r} holds {table.num_rows} rows, not the {n} of its footer when the "
+                             "dataset was opened (the files changed?)", path=str(f))
+        end = _copy_column(table, "ts", ts, at, f)
+        _copy_column(table, "power_w", power, at, f)
+        # the GPUs starting inside the group (a group may hold the end of one GPU and
+        # the start of the next)
+        inner = offsets[np.searchsorted(offsets, at, side="right"): np.searchsorted(offsets, end, side="left")]
+        _check_sorted_group(ts[at:end], f, r, np.concatenate([[at], inner, [end]]).astype(np.int64) - at)
 
     map_ranges(read, np.array([g[3] for g in groups], dtype=np.float64))
-    pa.default_memory_pool().release_unused()
     at = np.array([g[2] for g in groups], dtype=np.int64)
     joins = np.flatnonzero((at > 0) & (at < len(ts)) & ~np.isin(at, offsets))
     back = joins[ts[at[joins] - 1] > ts[at[joins]]]
     if len(back):
         f, r, _, _ = groups[int(back[0])]
-        raise InputError(f"ts is not sorted: row group {r} starts before the previous rows of its GPU end; "
-                         "canonical datasets are sorted by (gpu, ts)", path=str(f))
+        raise _groups_out_of_order(f, r)
+
+
+def _groups_out_of_order(path, group: int, gpu: str | None = None) -> InputError:
+    """The error for a row group that starts before its GPU's previous rows end (found
+    from the index's statistics, which name the GPU, or from the rows read)."""
+    of = f" (GPU {gpu})" if gpu is not None else ""
+    return InputError(f"ts is not sorted: row group {group}{of} starts before the previous rows of its GPU end; "
+                      "canonical datasets are sorted by (gpu, ts)", path=str(path))
 
 
 def _check_sorted_group(ts: np.ndarray, path: Path, group: int, runs: np.ndarray | None = None) -> None:
@@ -471,7 +484,7 @@ def _read_with_gpu_column(path, files: list[Path], n_rows: int, ts: np.ndarray,
     pos = 0
     for f in files:
         try:
-            table = pq.read_table(f, columns=["gpu", "ts", "power_w"])
+            table = pq.read_table(f, columns=["gpu", "ts", "power_w"], use_threads=default_workers() > 1)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"truncated or corrupt Parquet file ({exc})", path=str(f)) from None
         end = _copy_column(table, "ts", ts, pos, f)
@@ -567,9 +580,8 @@ class DatasetIndex:
         overlap = (g_sorted[1:] == g_sorted[:-1]) & (self.rg_t0[order][1:] < self.rg_t1[order][:-1])
         if overlap.any():
             e = int(order[1:][overlap][0])
-            raise InputError(f"ts is not sorted: row group {int(self.rg_index[e])} (GPU {self.gpus[int(self.rg_gpu[e])]}) "
-                             "starts before the previous row group of its GPU ends (not sorted by gpu, ts)",
-                             path=self.files[int(self.rg_file[e])])
+            raise _groups_out_of_order(self.files[int(self.rg_file[e])], int(self.rg_index[e]),
+                                       self.gpus[int(self.rg_gpu[e])])
 
     def gpu_groups(self, g: int) -> np.ndarray:
         """Row-group entries of GPU ``g`` in time order."""

@@ -85,6 +85,17 @@ def _grid_param(func: str, grid: object) -> TimeGrid:
     return time_grid(*grid)
 
 
+@kernel(inline="always")
+def _heat_bin(c, heat_per, hb, hb_end):
+    """(bin, end of the bin) of cell ``c`` in bins of ``heat_per`` cells, given those of
+    an earlier cell: a division only when ``c`` has left that bin (cells only move
+    forward; start with hb_end = 0)."""
+    if c >= hb_end:
+        hb = c // heat_per
+        hb_end = (hb + 1) * heat_per
+    return hb, hb_end
+
+
 @kernel
 def _accumulate_grid_kernel(
     ts_ns, power_w, gpu_offsets, group_of_gpu, params, final, carry_ts, carry_power, carry_cell, carry_acc_e,
@@ -170,9 +181,7 @@ def _accumulate_grid_kernel(
                         if v > peak:
                             peak = v
                         if heat_per > 0:
-                            if c >= hb_end:
-                                hb = c // heat_per
-                                hb_end = (hb + 1) * heat_per
+                            hb, hb_end = _heat_bin(c, heat_per, hb, hb_end)
                             heat_e[g, hb] += acc_e * 1e-9
                             heat_c[g, hb] += acc_ns * 1e-9
                 acc_e = 0.0
@@ -198,9 +207,7 @@ def _accumulate_grid_kernel(
                 if v > peak:
                     peak = v
                 if heat_per > 0:
-                    if c >= hb_end:
-                        hb = c // heat_per
-                        hb_end = (hb + 1) * heat_per
+                    hb, hb_end = _heat_bin(c, heat_per, hb, hb_end)
                     heat_e[g, hb] += acc_e * 1e-9
                     heat_c[g, hb] += acc_ns * 1e-9
             c += 1
@@ -213,9 +220,7 @@ def _accumulate_grid_kernel(
                     if p > peak:
                         peak = p
                     if heat_per > 0:
-                        if c >= hb_end:
-                            hb = c // heat_per
-                            hb_end = (hb + 1) * heat_per
+                        hb, hb_end = _heat_bin(c, heat_per, hb, hb_end)
                         heat_e[g, hb] += p * step_s
                         heat_c[g, hb] += step_s
                 c += 1
@@ -234,8 +239,9 @@ def _accumulate_grid_kernel(
                 if v > peak:
                     peak = v
                 if heat_per > 0:
-                    heat_e[g, c // heat_per] += acc_e * 1e-9
-                    heat_c[g, c // heat_per] += acc_ns * 1e-9
+                    hb, hb_end = _heat_bin(c, heat_per, hb, hb_end)
+                    heat_e[g, hb] += acc_e * 1e-9
+                    heat_c[g, hb] += acc_ns * 1e-9
         if cell_means:
             peaks[g] = peak
         if final or hi > lo:

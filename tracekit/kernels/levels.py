@@ -65,13 +65,13 @@ class Levels(NamedTuple):
 
 
 @kernel(inline="always")
-def _bin_of(b, q, top):
-    """Bin of a sample from ``b = floor((p - lo) / bin_w)``: clamped into the bins, -1
-    for a sample that is not finite (``q = p - lo``)."""
+def _bin_of(b, p, top):
+    """Bin of sample ``p`` from ``b = floor((p - lo) / bin_w)``: clamped into the bins,
+    -1 for a sample that is not finite."""
     if not b >= 0.0:  # below bin 0, or not a number
-        return 0 if np.isfinite(q) else -1
+        return 0 if np.isfinite(p) else -1
     if b > top:
-        return int(top) if np.isfinite(q) else -1
+        return int(top) if np.isfinite(p) else -1
     return int(b)
 
 
@@ -87,14 +87,14 @@ def _power_histogram_kernel(power_w, lo_w, bin_w, exact, counts, sub):
     sub[:, :] = 0
     if exact:
         for i in range(power_w.shape[0]):
-            q = np.float64(power_w[i]) - lo_w
-            b = _bin_of(np.floor(q * inv), q, top)
+            p = np.float64(power_w[i])
+            b = _bin_of(np.floor((p - lo_w) * inv), p, top)
             if b >= 0:
                 sub[i & 3, b] += 1
     else:
         for i in range(power_w.shape[0]):
-            q = np.float64(power_w[i]) - lo_w
-            b = _bin_of(np.floor(q / bin_w), q, top)
+            p = np.float64(power_w[i])
+            b = _bin_of(np.floor((p - lo_w) / bin_w), p, top)
             if b >= 0:
                 sub[i & 3, b] += 1
     for k in range(4):
@@ -152,7 +152,7 @@ def power_histogram(
             n_bins = len(counts) if isinstance(counts, np.ndarray) else 0
         n_bins = int_param(func, "n_bins", n_bins, minimum=1)
         out_array(func, "counts", counts, (n_bins,), np.int64)
-    exact = math.frexp(bin_w)[0] == 0.5  # 1 / bin_w is exact for a power of two
+    exact = math.frexp(bin_w)[0] == 0.5 and bin_w >= 2.0**-1022  # 1 / bin_w exact (and finite)
     _power_histogram_kernel(power, lo_w, bin_w, exact, counts, np.empty((4, n_bins), dtype=np.int64))
     return counts
 

@@ -1130,15 +1130,15 @@ def replay(traceset, *, cap=None, lock_mhz=None, smoothing=None, storage=None, s
     leaves a swing (Choukse et al., "Power Stabilization for AI Training
     Datacenters", 2025).
     """
-    if not hasattr(traceset, "arrays"):
-        from tracekit.traceset import open_trace
-
-        traceset = open_trace(traceset)
     opts = with_overrides(options, ReplayOptions, kw, "replay")
     check_choice(opts, "sync", ("auto", "on", "off"))
     check_choice(opts, "workload", ("auto", "training", "inference"))
     check_positive_ints(opts, ("workers", "memory_limit_bytes"))
-    with workers_scope(opts.workers):
+    with workers_scope(opts.workers):  # the input's reading included
+        if not hasattr(traceset, "arrays"):
+            from tracekit.traceset import open_trace
+
+            traceset = open_trace(traceset)
         return _replay(traceset, opts, dict(cap=cap, lock_mhz=lock_mhz, smoothing=smoothing, storage=storage,
                                             scope=scope), keep_traces, on_trace, progress)
 
