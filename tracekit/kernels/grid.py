@@ -86,14 +86,16 @@ def _grid_param(func: str, grid: object) -> TimeGrid:
 
 
 @kernel(inline="always")
-def _heat_bin(c, heat_per, hb, hb_end):
-    """(bin, end of the bin) of cell ``c`` in bins of ``heat_per`` cells, given those of
-    an earlier cell: a division only when ``c`` has left that bin (cells only move
-    forward; start with hb_end = 0)."""
-    if c >= hb_end:
-        hb = c // heat_per
-        hb_end = (hb + 1) * heat_per
-    return hb, hb_end
+def _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, started):
+    """Cell ``c`` has left heatmap bin ``hb`` of GPU ``g`` (bins of ``heat_per``
+    cells): write that bin's running sums ``he`` / ``hc`` back (when ``started``) and
+    return the new bin, its end and its sums so far.  Between calls the current bin
+    is summed in registers, not with a read-modify-write of the array per cell."""
+    if started:
+        heat_e[g, hb] = he
+        heat_c[g, hb] = hc
+    hb = c // heat_per
+    return hb, (hb + 1) * heat_per, heat_e[g, hb], heat_c[g, hb]
 
 
 @kernel
@@ -144,8 +146,10 @@ def _accumulate_grid_kernel(
             acc_ns = carry_acc_ns[g]
             carry_cell[g] = -1
         peak = peaks[g] if cell_means else -np.inf
-        hb = 0  # heat bin of cell c while c < hb_end (c only moves forward)
+        hb = 0  # the heatmap bin being summed in he, hc (see _heat_enter)
         hb_end = 0
+        he = 0.0
+        hc = 0.0
         for k in range(first, stop):
             if k < lo:
                 a = carry_ts[g]
@@ -181,9 +185,10 @@ def _accumulate_grid_kernel(
                         if v > peak:
                             peak = v
                         if heat_per > 0:
-                            hb, hb_end = _heat_bin(c, heat_per, hb, hb_end)
-                            heat_e[g, hb] += acc_e * 1e-9
-                            heat_c[g, hb] += acc_ns * 1e-9
+                            if c >= hb_end:
+                                hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
+                            he += acc_e * 1e-9
+                            hc += acc_ns * 1e-9
                 acc_e = 0.0
                 acc_ns = 0
                 if a - cell_end < step:
@@ -207,9 +212,10 @@ def _accumulate_grid_kernel(
                 if v > peak:
                     peak = v
                 if heat_per > 0:
-                    hb, hb_end = _heat_bin(c, heat_per, hb, hb_end)
-                    heat_e[g, hb] += acc_e * 1e-9
-                    heat_c[g, hb] += acc_ns * 1e-9
+                    if c >= hb_end:
+                        hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
+                    he += acc_e * 1e-9
+                    hc += acc_ns * 1e-9
             c += 1
             cell_start = cell_end
             whole = p if cell_means else p * step_s
@@ -220,9 +226,10 @@ def _accumulate_grid_kernel(
                     if p > peak:
                         peak = p
                     if heat_per > 0:
-                        hb, hb_end = _heat_bin(c, heat_per, hb, hb_end)
-                        heat_e[g, hb] += p * step_s
-                        heat_c[g, hb] += step_s
+                        if c >= hb_end:
+                            hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
+                        he += p * step_s
+                        hc += step_s
                 c += 1
                 cell_start += step
             acc_e = p * (b - cell_start)
@@ -239,9 +246,13 @@ def _accumulate_grid_kernel(
                 if v > peak:
                     peak = v
                 if heat_per > 0:
-                    hb, hb_end = _heat_bin(c, heat_per, hb, hb_end)
-                    heat_e[g, hb] += acc_e * 1e-9
-                    heat_c[g, hb] += acc_ns * 1e-9
+                    if c >= hb_end:
+                        hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
+                    he += acc_e * 1e-9
+                    hc += acc_ns * 1e-9
+        if hb_end > 0:  # the heatmap bin being summed
+            heat_e[g, hb] = he
+            heat_c[g, hb] = hc
         if cell_means:
             peaks[g] = peak
         if final or hi > lo:
