@@ -36,9 +36,9 @@ def _window_swing_kernel(x, w, out):
     # van Herk / Gil-Werman: cut x into blocks of w cells; a window starting at i
     # inside block k is a suffix of block k plus a prefix of block k+1, so its
     # max is max(suffix_max[i], prefix_max[i+w-1]).  About 3 comparisons per cell
-    # per extreme, no data-dependent branches, O(w) memory.  NaN is skipped by
-    # reading it as -inf for the max and +inf for the min; a window whose max
-    # stays -inf holds no value (or only -inf) and gives NaN.
+    # per extreme, no data-dependent branches, O(w) memory.  NaN is skipped by the
+    # selects themselves (``v > hi`` is false for NaN), so the extremes stay numbers;
+    # a window whose max stays -inf holds no value (or only -inf) and gives NaN.
     n = x.shape[0]
     n_out = n - w + 1
     suf_max = np.empty(w, dtype=np.float64)
@@ -49,8 +49,8 @@ def _window_swing_kernel(x, w, out):
         lo = np.inf
         for j in range(end - 1, start - 1, -1):
             v = np.float64(x[j])
-            hi = max(hi, v) if v == v else hi  # selects, not branches: noise defeats prediction
-            lo = min(lo, v) if v == v else lo
+            hi = v if v > hi else hi  # selects, not branches: noise defeats prediction
+            lo = v if v < lo else lo
             suf_max[j - start] = hi
             suf_min[j - start] = lo
         out[start] = suf_max[0] - suf_min[0] if suf_max[0] > -np.inf else np.nan
@@ -58,10 +58,12 @@ def _window_swing_kernel(x, w, out):
         lo = np.inf
         for i in range(start + 1, min(start + w, n_out)):
             v = np.float64(x[i + w - 1])
-            hi = max(hi, v) if v == v else hi
-            lo = min(lo, v) if v == v else lo
-            top = max(suf_max[i - start], hi)
-            bottom = min(suf_min[i - start], lo)
+            hi = v if v > hi else hi
+            lo = v if v < lo else lo
+            a = suf_max[i - start]
+            b = suf_min[i - start]
+            top = a if a > hi else hi
+            bottom = b if b < lo else lo
             out[i] = top - bottom if top > -np.inf else np.nan
     return out
 
