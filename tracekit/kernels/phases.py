@@ -331,6 +331,18 @@ class Segments(NamedTuple):
     covered_s: NDArray[np.float64]
 
 
+@kernel(inline="always")
+def _write_segment(seg_i, seg_f, n_out, start, end, label, covered, energy, peak):
+    """A finished segment as row ``n_out``; returns the next row."""
+    seg_i[n_out, 0] = start
+    seg_i[n_out, 1] = end
+    seg_i[n_out, 2] = label
+    seg_i[n_out, 3] = covered
+    seg_f[n_out, 0] = energy
+    seg_f[n_out, 1] = peak
+    return n_out + 1
+
+
 @kernel
 def _segment_sample(seg_i, seg_f, n_out, idx, lab, p, dt, open_start, open_label, covered, energy, peak):
     """Sample ``idx`` (label ``lab``, power ``p`` held ``dt`` ns) added to the open
@@ -338,13 +350,7 @@ def _segment_sample(seg_i, seg_f, n_out, idx, lab, p, dt, open_start, open_label
     Returns the new (n_out, open_start, open_label, covered, energy, peak)."""
     if lab != open_label or open_start < 0:
         if open_start >= 0:
-            seg_i[n_out, 0] = open_start
-            seg_i[n_out, 1] = idx
-            seg_i[n_out, 2] = open_label
-            seg_i[n_out, 3] = covered
-            seg_f[n_out, 0] = energy
-            seg_f[n_out, 1] = peak
-            n_out += 1
+            n_out = _write_segment(seg_i, seg_f, n_out, open_start, idx, open_label, covered, energy, peak)
         open_start = idx
         open_label = lab
         covered = 0
@@ -405,13 +411,7 @@ def _segments_kernel(ts_ns, power_w, labels, last_hold_ns, final, state_i, state
             open_start, open_label, covered, energy, peak)
     if final:
         if open_start >= 0:
-            seg_i[n_out, 0] = open_start
-            seg_i[n_out, 1] = first_abs + m
-            seg_i[n_out, 2] = open_label
-            seg_i[n_out, 3] = covered
-            seg_f[n_out, 0] = energy
-            seg_f[n_out, 1] = peak
-            n_out += 1
+            n_out = _write_segment(seg_i, seg_f, n_out, open_start, first_abs + m, open_label, covered, energy, peak)
             open_start = -1
         has_pending = 0
     elif n > 0:  # the chunk's last sample waits for the next chunk's first time
