@@ -20,11 +20,20 @@ from tracekit.quality import DataQuality
 from tracekit.schema import LINE_COLUMN, TS_DTYPE, canonical_topology, empty_samples, host_from_gpu
 from tracekit.specs import find_gpu_spec
 
-#: A canonical dataset whose samples would take more than this in memory (at
-#: ``IN_MEMORY_BYTES_PER_SAMPLE``) is never loaded whole by ``info``: its per-GPU
-#: statistics are streamed.  (``analyze`` has its own ``--memory-limit``.)
+#: A canonical dataset whose samples would take more than this in memory (see
+#: :func:`in_memory_bytes`) is never loaded whole by ``info``: its per-GPU statistics
+#: are streamed.  (The rule of ``analyze --engine auto`` with its default
+#: ``--memory-limit``.)
 STREAM_ABOVE_BYTES = DEFAULT_MEMORY_LIMIT
 IN_MEMORY_BYTES_PER_SAMPLE = 40
+#: Held whatever the batching: interpreter, libraries, compiled kernels.
+IN_MEMORY_BASE_BYTES = 400 * 2**20
+
+
+def in_memory_bytes(n_samples: int) -> int:
+    """What holding a trace whole takes: ts + power (12 B), labels and temporaries
+    (~28 B) per sample, and the fixed base."""
+    return n_samples * IN_MEMORY_BYTES_PER_SAMPLE + IN_MEMORY_BASE_BYTES
 
 #: Files in a trace folder that are not traces.
 SKIP_SUFFIXES = {".md", ".txt", ".rst", ".json.schema", ".py", ".toml", ".yaml", ".yml", ".html", ".png"}
@@ -232,7 +241,7 @@ class TraceSet:
         period (median time between changes of the power value, ms), and mean, min
         and peak power of its finite samples."""
         if self._periods is None and not self.loaded and self.index is not None \
-                and self.n_samples * IN_MEMORY_BYTES_PER_SAMPLE > STREAM_ABOVE_BYTES:
+                and in_memory_bytes(self.n_samples) > STREAM_ABOVE_BYTES:
             self._periods = self._streamed_periods()
         if self._periods is None:
             from tracekit.kernels.stats import gpu_sampling

@@ -42,7 +42,7 @@ from tracekit.engine.memory import release_freed_memory
 from tracekit.engine.stream import DEFAULT_MEMORY_LIMIT, plan_batches, run_ordered
 from tracekit.errors import ParameterError
 from tracekit.options import check_choice, check_positive_ints, with_overrides
-from tracekit.traceset import IN_MEMORY_BYTES_PER_SAMPLE, periods_frame, slice_by_time
+from tracekit.traceset import IN_MEMORY_BASE_BYTES, in_memory_bytes, periods_frame, slice_by_time
 
 Workload = Literal["auto", "training", "inference"]
 DEFAULT_WINDOWS_S = (0.1, 1.0, 2.0, 5.0, 60.0)
@@ -366,10 +366,6 @@ def _analyze(traceset, opts: AnalyzeOptions, progress, client) -> Analysis:
     )
 
 
-#: Held whatever the batching: interpreter, libraries, compiled kernels.
-_BASE_BYTES = 400 * 2**20
-
-
 def _no_samples(time_range: dict | None) -> ParameterError:
     if time_range is None:
         return ParameterError("no samples to analyze (every row was excluded; see tracekit info)")
@@ -396,20 +392,14 @@ def _streaming(traceset, opts: AnalyzeOptions, client, memory_limit: int) -> boo
         from tracekit.engine.memory import RAM_SHARE, ram_bytes, ram_limit_bytes
         from tracekit.units import format_size
 
-        need, limit = _in_memory_bytes(traceset), ram_limit_bytes()
+        need, limit = in_memory_bytes(traceset.n_samples), ram_limit_bytes()
         if limit is not None and need > limit:
             raise ParameterError(f"--engine memory would hold ~{format_size(need)} for {traceset.n_samples:,} "
                                  f"samples, over {RAM_SHARE * 100:g} % of this machine's {format_size(ram_bytes())}; "
                                  "use --engine auto (streams it)")
     if opts.engine == "memory" or not can:
         return False
-    return _in_memory_bytes(traceset) > memory_limit
-
-
-def _in_memory_bytes(traceset) -> int:
-    """What reading the whole trace would hold: ts + power (12 B), labels and
-    temporaries (~28 B) per sample, and the fixed base."""
-    return traceset.n_samples * IN_MEMORY_BYTES_PER_SAMPLE + _BASE_BYTES
+    return in_memory_bytes(traceset.n_samples) > memory_limit
 
 
 def _batch_budget(memory_limit: int, workers: int | None, client) -> float:
@@ -417,7 +407,7 @@ def _batch_budget(memory_limit: int, workers: int | None, client) -> float:
         in_flight = max(client.nthreads().values(), default=1)
     else:  # the threads' batches and one finished batch waiting to be merged
         in_flight = (workers or default_workers()) + 1
-    return max(memory_limit - _BASE_BYTES, 64 * 2**20) * 0.7 / in_flight
+    return max(memory_limit - IN_MEMORY_BASE_BYTES, 64 * 2**20) * 0.7 / in_flight
 
 
 def _trace_grid(periods: pl.DataFrame, resolution_s: float, shift_ns: np.ndarray | None = None) -> agg.Grid:
