@@ -549,3 +549,18 @@ def test_bad_time_fails_before_the_trace_is_read(tmp_path, capfd, command):
     assert code == 2
     assert err.strip() == ("tracekit: error: cannot read --since 'noon'; write an ISO time such as "
                            "2025-01-01T00:05:00Z or +DURATION after the first sample such as +5m")
+
+
+def test_cli_threads_size_polars_pool(training):
+    """--threads also sizes Polars' pool (set before the command imports Polars)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from tracekit.cli import main\n"
+            f"try:\n    main(['analyze', {str(training)!r}, '--json', '--threads', '1'])\n"
+            "except SystemExit:\n    pass\n"
+            "import polars\nprint('pool', polars.thread_pool_size())\n")
+    env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip().splitlines()[-1] == "pool 1"

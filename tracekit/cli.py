@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
@@ -166,12 +167,16 @@ def _check_threads(ctx, param, value):
 
 def threads_option(fn):
     """--threads: the whole command (reading the input included) runs in a workers
-    scope of that many threads, left when the command returns or fails."""
+    scope of that many threads, left when the command returns or fails; Polars, not
+    imported yet, starts its own pool with as many (``POLARS_MAX_THREADS``)."""
     @functools.wraps(fn)
     def run(*args, **kw):
         from tracekit.engine.local import workers_scope
 
-        with workers_scope(kw.get("threads")):
+        threads = kw.get("threads")
+        if threads is not None and "polars" not in sys.modules:
+            os.environ["POLARS_MAX_THREADS"] = str(threads)
+        with workers_scope(threads):
             return fn(*args, **kw)
 
     return click.option("--threads", type=int, callback=_check_threads,
