@@ -35,6 +35,7 @@ def in_memory_bytes(n_samples: int) -> int:
     (~28 B) per sample, and the fixed base."""
     return n_samples * IN_MEMORY_BYTES_PER_SAMPLE + IN_MEMORY_BASE_BYTES
 
+
 #: Files in a trace folder that are not traces.
 SKIP_SUFFIXES = {".md", ".txt", ".rst", ".json.schema", ".py", ".toml", ".yaml", ".yml", ".html", ".png"}
 TOPOLOGY_NAMES = {"topology.csv", "topology.parquet"}
@@ -497,10 +498,10 @@ def _open_canonical_arrays(path: Path, topology, strict: bool) -> TraceSet:
 def _load_index_arrays(index, topology: pl.DataFrame) -> GpuArrays:
     """The indexed row groups (of a time slice: its groups only, filtered), read on
     every core from the footers the index already holds."""
-    import pyarrow as pa
+    from tracekit.engine.memory import release_freed_memory
 
     offsets, ts, power = index.read(range(len(index.gpus)))
-    pa.default_memory_pool().release_unused()  # what the row-group reads freed
+    release_freed_memory()  # what the row-group reads freed
     return GpuArrays(index.gpus, offsets, ts, power, topology)
 
 

@@ -250,7 +250,7 @@ def _analyze(traceset, opts: AnalyzeOptions, progress, client) -> Analysis:
     windows = [None]
     ctx.gpu_hist = gpu_hist
     if streaming:
-        ctx.max_rows = opts.read_rows or max(1, int(budget / 8 / PASS2_BYTES_PER_SAMPLE))
+        ctx.max_rows = _pass2_read_rows(opts, budget)
         keys = np.stack([ctx.group_of[lv] for lv in levels], axis=1)
         host_size = np.bincount(ctx.group_of["host"] if "host" in levels else np.zeros(len(gpus), dtype=np.int64))
         per_gpu_grid = grid.n_cells * 32.0 / host_size[ctx.group_of["host"] if "host" in levels else 0]
@@ -410,6 +410,11 @@ def _batch_budget(memory_limit: int, workers: int | None, client) -> float:
     return max(memory_limit - IN_MEMORY_BASE_BYTES, 64 * 2**20) * 0.7 / in_flight
 
 
+def _pass2_read_rows(opts: AnalyzeOptions, budget: float) -> int:
+    """Samples a streamed pass-2 task reads at a time: an eighth of its batch budget."""
+    return opts.read_rows or max(1, int(budget / 8 / PASS2_BYTES_PER_SAMPLE))
+
+
 def _trace_grid(periods: pl.DataFrame, resolution_s: float, shift_ns: np.ndarray | None = None) -> agg.Grid:
     """The grid over every GPU's first to last sample (from the per-GPU periods; each
     GPU's times less its clock offset ``shift_ns``)."""
@@ -449,7 +454,7 @@ def _auto_offsets(traceset, periods: pl.DataFrame, gpus: list[str], resolution_s
     if streaming:  # a batch's samples and its hosts' grid rows within the batch budget
         grid_bytes = grid.n_cells * 16.0 * len(hosts) / len(gpus)
         parts = max(parts, int(np.ceil(float((rows * PASS2_BYTES_PER_SAMPLE + grid_bytes).sum()) / budget)))
-        max_rows = opts.read_rows or max(1, int(budget / 8 / PASS2_BYTES_PER_SAMPLE))
+        max_rows = _pass2_read_rows(opts, budget)
     batches = [np.arange(a, b) for a, b in cost_ranges(rows + 1.0, parts)]
     power = np.zeros((len(hosts), grid.n_cells))
     gpu_time = np.zeros_like(power)

@@ -104,7 +104,7 @@ def sampling_task(source, gpus, window_groups: int | None = None, max_rows: int 
                 if b > a:
                     acc.push(j, ts[a:b], power[a:b])
                     if histograms:
-                        hists[j] = ph.add_histograms(hists[j], ph.pooled_histogram(power[a:b]))
+                        hists[j] = ph.pool_histograms([hists[j], ph.pooled_histogram(power[a:b])])
         st = acc.finish()
     st["hist"] = ph.pool_histograms(hists)
     st["gpu_hist"] = dict(zip((int(g) for g in gpus), hists))

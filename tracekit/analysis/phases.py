@@ -97,7 +97,7 @@ def histogram_and_max(power: np.ndarray) -> tuple[np.ndarray, float]:
 
 def gpu_histograms(arrays: GpuArrays) -> tuple[list[np.ndarray], np.ndarray]:
     """Each GPU's :func:`histogram_and_max` on threads: (histograms, finite maxima).
-    Pooled (:func:`add_histograms`) they choose the workload; alone each gives its
+    Pooled (:func:`pool_histograms`) they choose the workload; alone each gives its
     GPU's levels (any range covering the GPU's samples gives the same levels)."""
     from tracekit.engine.local import map_ranges
 
@@ -106,15 +106,6 @@ def gpu_histograms(arrays: GpuArrays) -> tuple[list[np.ndarray], np.ndarray]:
 
     per_gpu = [h for batch in map_ranges(part, np.diff(arrays.offsets)) for h in batch]
     return [h for h, _ in per_gpu], np.array([m for _, m in per_gpu], dtype=np.float64)
-
-
-def add_histograms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Sum of two 1 W histograms of different lengths."""
-    if len(a) < len(b):
-        a, b = b, a
-    out = a.copy()
-    out[: len(b)] += b
-    return out
 
 
 def pool_histograms(hists) -> np.ndarray:

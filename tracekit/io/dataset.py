@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tracekit.engine.local import default_workers, map_ranges
+from tracekit.engine.memory import release_freed_memory
 from tracekit.errors import InputError, SchemaError, UnindexedError
 from tracekit.quality import DataQuality
 from tracekit.schema import (
@@ -393,7 +394,7 @@ def read_dataset_arrays(path: Path | str):
         gpus, counts = _read_with_gpu_column(path, files, n_rows, ts, power)
         offsets = np.zeros(len(gpus) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-    pa.default_memory_pool().release_unused()
+    release_freed_memory()  # what the row-group reads freed
     return gpus, offsets, ts, power, manifest
 
 
