@@ -1,4 +1,4 @@
-"""gpu_sampling kernel vs a plain-loop twin and vs Polars."""
+"""gpu_sampling kernel vs a plain-loop twin and vs Polars; quantiles vs np.quantile."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracekit.errors import SchemaError
-from tracekit.kernels.stats import gpu_sampling
+from tracekit.kernels.stats import _QUANTILE_MIN_N, _band_order_stats, gpu_sampling, quantiles
 
 
 def naive_gpu_sampling(ts, power, offsets):
@@ -110,3 +110,62 @@ def test_sampling_accumulator_any_chunking_equals_gpu_sampling(data, draw):
     got = acc.finish()
     for k, v in want.items():
         np.testing.assert_array_equal(got[k], v, err_msg=k)
+
+
+def _series_of(kind: str, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "walk":  # an aggregate's power: strongly autocorrelated
+        return 5e4 + np.cumsum(rng.normal(0, 50, n))
+    if kind == "iid":
+        return rng.normal(300, 80, n)
+    if kind == "levels":  # compute/communication: two levels and noise, long runs
+        return np.where((np.arange(n) // rng.integers(50, 5000)) % 2 == 0, 650.0, 120.0) + rng.normal(0, 5, n)
+    if kind == "few":  # many ties
+        return rng.integers(0, 4, n).astype(np.float64) * 100.0
+    if kind == "sorted":
+        return np.sort(rng.normal(0, 1, n))[:: 1 if seed % 2 else -1].copy()
+    if kind == "spiky":  # mostly zero, rare huge values (a swing series of a flat trace)
+        x = np.zeros(n)
+        x[rng.integers(0, n, 50)] = rng.uniform(1e3, 1e4, 50)
+        return x
+    # the systematic sample sees only the spikes: the bracket misses, NumPy takes over
+    x = np.zeros(n)
+    stride = n // 4096
+    x[stride // 2:: stride] = 1e6
+    return x
+
+
+KINDS = ["walk", "iid", "levels", "few", "sorted", "spiky", "aliased"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(KINDS), st.integers(_QUANTILE_MIN_N, 3 * _QUANTILE_MIN_N), st.integers(0, 2**31),
+       st.lists(st.one_of(st.floats(0, 1), st.sampled_from([0.0, 0.5, 0.99, 0.999, 1.0])), min_size=1, max_size=4))
+def test_quantiles_bitwise_equal_numpy(kind, n, seed, qs):
+    x = _series_of(kind, n, seed)
+    before = x.copy()
+    got = quantiles(x, qs)
+    want = np.quantile(x, np.asarray(qs, dtype=np.float64))
+    assert got.tobytes() == np.asarray(want, dtype=np.float64).tobytes(), (kind, n, qs, got, want)
+    np.testing.assert_array_equal(x, before)  # x is not reordered
+
+
+def test_quantiles_kernel_path_taken_and_its_misses_detected():
+    # the fast path answers on ordinary series; a series whose systematic sample is
+    # unrepresentative, or that has NaN, is refused (and quantiles falls back)
+    n = _QUANTILE_MIN_N
+    r = np.array([n // 2 - 1, int(0.99 * (n - 1))], dtype=np.int64)
+    out = np.empty(4)
+    assert _band_order_stats(_series_of("walk", n, 1), r, r + 1, out)
+    assert _band_order_stats(_series_of("aliased", n, 1), r, r + 1, out) is False
+    x = _series_of("iid", n, 2)
+    x[123] = np.nan
+    assert _band_order_stats(x, r, r + 1, out) is False
+    assert np.isnan(quantiles(x, [0.5])).all()
+
+
+def test_quantiles_short_and_float32_inputs():
+    x = np.arange(10, dtype=np.float32)
+    np.testing.assert_array_equal(quantiles(x, [0.5, 0.9]), np.quantile(x.astype(np.float64), [0.5, 0.9]))
+    with pytest.raises(ValueError):
+        quantiles(np.zeros(_QUANTILE_MIN_N), [1.5])

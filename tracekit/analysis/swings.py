@@ -12,6 +12,7 @@ import polars as pl
 
 from tracekit.analysis.rules import Rule, Violation
 from tracekit.analysis.spectrum import fill_missing, welch_spectrum
+from tracekit.kernels.stats import quantiles
 from tracekit.kernels.windows import ramp_rates, window_swing
 
 
@@ -53,9 +54,9 @@ def metrics(power_w: np.ndarray, coverage: np.ndarray, step_s: float, *, windows
     if not ok.any():
         return {"peak_w": None, "mean_w": None, "min_w": None, "p50_w": None, "p99_w": None, "swing": {},
                 "coverage": 0.0}
-    v = x[ok]  # a copy: the quantiles may reorder it in place
+    v = x if ok.all() else x[ok]
     peak, mean, low = float(v.max()), float(v.mean()), float(v.min())
-    q50, q99 = np.quantile(v, [0.5, 0.99], overwrite_input=True)
+    q50, q99 = quantiles(v, [0.5, 0.99])
     del v
     out = {
         "peak_w": round(peak, 3),
@@ -83,7 +84,7 @@ def metrics(power_w: np.ndarray, coverage: np.ndarray, step_s: float, *, windows
         mx = float(s.max())
         out["swing"][window_label(w)] = {
             "max_w": round(mx, 3),
-            "p99_w": round(float(np.quantile(s, 0.99, overwrite_input=True)), 3),  # s is ours
+            "p99_w": round(float(quantiles(s, [0.99])[0]), 3),
             "max_pct_of_peak": round(100 * mx / peak, 3) if peak > 0 else None,
         }
     rc = _cells(ramp_window_s, step_s)

@@ -4,7 +4,8 @@
 * sampling period: median time between consecutive samples;
 * effective update period: median time between *changes* of the power value
   (counters logged faster than they update repeat their value; DESIGN.md);
-* power moments: time-agnostic mean, min and max of the finite samples.
+* power moments: time-agnostic mean, min and max of the finite samples;
+* :func:`quantiles`: NumPy's quantiles of a long series without partitioning it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from numpy.typing import NDArray
 
 from tracekit.kernels._jit import kernel
 from tracekit.errors import SchemaError
-from tracekit.kernels._validate import float_array, int_array, ts_array
+from tracekit.kernels._validate import float64_array, float_array, int_array, ts_array
 
 
 @kernel
@@ -305,3 +306,107 @@ class SamplingAccumulator:
             "min_w": np.where(ok, lo, np.nan),
             "peak_w": np.where(ok, hi, np.nan),
         }
+
+
+# -- exact quantiles of a long series ----------------------------------------------------
+#: below this length :func:`quantiles` is plain ``np.quantile``
+QUANTILE_SAMPLE = 4096
+_QUANTILE_MIN_N = 16 * QUANTILE_SAMPLE
+
+
+@kernel
+def _band_counts(x, lo, hi):
+    # (values < lo, values > hi, NaN values): branch-free, so it vectorizes
+    below = 0
+    above = 0
+    nan = 0
+    for i in range(x.shape[0]):
+        v = x[i]
+        below += v < lo
+        above += v > hi
+        nan += v != v
+    return below, above, nan
+
+
+@kernel
+def _band_gather(x, lo, hi, out):
+    # the values in [lo, hi] in order into out (its last slot is scratch: every value
+    # is stored, the position moves on only past a kept one, so no branch mispredicts)
+    k = 0
+    for i in range(x.shape[0]):
+        v = x[i]
+        out[k] = v
+        k += (v >= lo) & (v <= hi)
+    return k
+
+
+@kernel
+def _band_order_stats(x, r_lo, r_hi, out):
+    # out[2b], out[2b+1]: the values of ranks r_lo[b] and r_hi[b] (0-based, of x sorted).  Floyd-Rivest's idea: a systematic sample of x, sorted, brackets each
+    # band's ranks with values [lo, hi] (a margin of 4 binomial standard deviations);
+    # one counting pass checks the bracket holds them, one pass gathers the values
+    # inside it, and a partition of those few finds them.  False when a bracket
+    # missed or x has NaN: the caller falls back to np.quantile.
+    n = x.shape[0]
+    m = QUANTILE_SAMPLE
+    stride = n // m
+    s = np.empty(m)
+    for i in range(m):
+        s[i] = x[i * stride + stride // 2]
+    s.sort()
+    for b in range(r_lo.shape[0]):
+        p0 = r_lo[b] / (n - 1)
+        p1 = r_hi[b] / (n - 1)
+        a = int(np.floor(p0 * (m - 1) - 4.0 * np.sqrt(m * p0 * (1.0 - p0)) - 4.0))
+        c = int(np.ceil(p1 * (m - 1) + 4.0 * np.sqrt(m * p1 * (1.0 - p1)) + 4.0))
+        lo = s[a] if a >= 1 else -np.inf
+        hi = s[c] if c <= m - 2 else np.inf
+        below, above, nan = _band_counts(x, lo, hi)
+        inside = n - below - above - nan
+        if nan > 0 or below > r_lo[b] or below + inside <= r_hi[b]:
+            return False
+        band = np.empty(inside + 1)
+        _band_gather(x, lo, hi, band)
+        band = np.partition(band[:inside], np.array([r_lo[b] - below, r_hi[b] - below]))
+        out[2 * b] = band[r_lo[b] - below]
+        out[2 * b + 1] = band[r_hi[b] - below]
+    return True
+
+
+def quantiles(x: NDArray[np.floating], qs) -> np.ndarray:
+    """``np.quantile(x, qs)`` (linear interpolation), bitwise, at a few passes over ``x``
+    instead of a copy and a partition: each quantile's two order statistics are found
+    by :func:`_band_order_stats` and interpolated by NumPy itself.
+
+    Parameters
+    ----------
+    x : float array, shape (n,)
+        The values (not modified).  With NaN the result is NumPy's (NaN).
+    qs : sequence of float in [0, 1]
+        The quantiles.
+
+    Returns
+    -------
+    float64 array, shape (len(qs),)
+    """
+    func = "quantiles"
+    v = float64_array(func, "x", x)
+    q = np.asarray(qs, dtype=np.float64).reshape(-1)
+    n = len(v)
+    virtual = (n - 1) * q
+    # short series, and q = 1 (NumPy takes the last value its own way), stay NumPy's;
+    # so do q outside [0, 1] (its error)
+    if n < _QUANTILE_MIN_N or not ((q >= 0) & (virtual < n - 1)).all():
+        return np.quantile(v, q)
+    prev = np.floor(virtual).astype(np.int64)
+    nxt = np.minimum(prev + 1, n - 1)
+    order = np.argsort(prev, kind="stable")
+    pairs = np.empty(2 * len(q))
+    if not _band_order_stats(v, prev[order], nxt[order], pairs):
+        return np.quantile(v, q)
+    out = np.empty(len(q))
+    for i, k in enumerate(order):
+        # NumPy's own interpolation between the two (a two-value array: index 0 and 1,
+        # at the same fraction as in the whole array)
+        out[k] = np.quantile(pairs[2 * i: 2 * i + 2], virtual[k] - prev[k])
+    return out

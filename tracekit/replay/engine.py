@@ -54,6 +54,7 @@ from tracekit.units import format_size
 from tracekit.errors import ParameterError, PolicyError
 from tracekit.options import check_choice, check_positive_ints, with_overrides
 from tracekit.kernels import replay as K
+from tracekit.kernels.stats import quantiles
 from tracekit.replay.model import PowerModel, gpu_models
 from tracekit.replay.policy import Policy, build_policies
 from tracekit.traceset import GpuArrays
@@ -697,11 +698,11 @@ def level_series(arrays: GpuArrays, grid, max_gap_s: float) -> tuple[dict, dict]
 
 def _stats(x: np.ndarray, keep: np.ndarray | None = None) -> dict:
     """Peak, mean, min and p99 of the finite cells of ``x`` (or of its ``keep`` cells)."""
-    v = np.asarray(x[np.isfinite(x)] if keep is None else x[keep], dtype=np.float64)  # a copy: reordered in place
+    v = np.asarray(x[np.isfinite(x)] if keep is None else x[keep], dtype=np.float64)
     if len(v) == 0:
         return {"peak_w": None, "mean_w": None, "min_w": None, "p99_w": None}
     return {"peak_w": round(float(v.max()), 3), "mean_w": round(float(v.mean()), 3),
-            "min_w": round(float(v.min()), 3), "p99_w": round(float(np.quantile(v, 0.99, overwrite_input=True)), 3)}
+            "min_w": round(float(v.min()), 3), "p99_w": round(float(quantiles(v, [0.99])[0]), 3)}
 
 
 def _max_sample(arrays: GpuArrays, workers: int | None) -> float | None:
