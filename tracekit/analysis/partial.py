@@ -32,6 +32,7 @@ from tracekit.analysis import phases as ph
 from tracekit.analysis import swings as sw
 from tracekit.analysis.aggregate import Grid, LevelSeries
 from tracekit.analysis.rules import Rule, Violation
+from tracekit.engine.local import map_items
 from tracekit.engine.memory import release_freed_memory
 from tracekit.kernels.grid import GridAccumulator, grid_cell_means, time_grid
 from tracekit.kernels.stats import SamplingAccumulator, gpu_sampling
@@ -356,7 +357,7 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
 class Merger:
     """Adds batch results in batch order; finishes spanning groups once complete."""
 
-    def __init__(self, ctx: Context, n_gpus: int, on_group=None):
+    def __init__(self, ctx: Context, n_gpus: int):
         self.ctx = ctx
         self.phases: list = []
         self.phase_hist = np.zeros((ctx.detect.k, ctx.detect.n_bins), dtype=np.int64)
@@ -368,7 +369,6 @@ class Merger:
         self.violations: list[Violation] = []
         self.partial: dict = {}
         self.cluster: LevelSeries | None = None
-        self.on_group = on_group  # callable(level, group index, power, coverage) for kept series
         self.next_batch = 0
 
     def add(self, res: BatchResult) -> None:
@@ -389,24 +389,27 @@ class Merger:
                 self.partial[key][1][:] += gpu_time
             else:  # a copy: a batch's groups may share one row's arrays
                 self.partial[key] = (mean_sum.copy(), gpu_time.copy())
-        done = [key for key in self.partial if self.ctx.last_batch[key[0]][key[1]] == -res.batch_no - 1]
-        for key in done:
-            if key[0] != "cluster":
-                self._finish(key)
+        self._finish([key for key in self.partial if self.ctx.last_batch[key[0]][key[1]] == -res.batch_no - 1])
         release_freed_memory()  # the batch's arrays, freed on worker threads
 
-    def _finish(self, key) -> None:
-        lv, gi = key
-        mean_sum, gpu_time = self.partial.pop(key)
-        m, power, coverage, v = group_metrics(self.ctx, lv, gi, mean_sum, gpu_time, self.peaks_w)
-        self.metrics[key] = m
-        self.violations += v
-        if lv == "cluster":
-            self.cluster = LevelSeries("cluster", ["cluster"], [], power[None, :], coverage[None, :])
+    def _finish(self, keys: list) -> None:
+        """Metrics of the spanning groups ``keys``, now complete (the last batch
+        completes several, the cluster among them: on threads)."""
+        parts = [(key, *self.partial.pop(key)) for key in keys]
+
+        def one(part):
+            (lv, gi), mean_sum, gpu_time = part
+            return group_metrics(self.ctx, lv, gi, mean_sum, gpu_time, self.peaks_w)
+
+        for (key, _, _), (m, power, coverage, v) in zip(parts, map_items(one, parts)):
+            self.metrics[key] = m
+            self.violations += v
+            if key[0] == "cluster":
+                self.cluster = LevelSeries("cluster", ["cluster"], [], power[None, :], coverage[None, :])
 
     def finish(self) -> None:
-        for key in list(self.partial):
-            self._finish(key)
+        """Finish the groups still open (none after the last batch's merge)."""
+        self._finish(list(self.partial))
 
     def heatmap(self, gpus: list[str]) -> dict | None:
         ctx = self.ctx
