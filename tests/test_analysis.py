@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracekit.analysis.analyze import analyze
-from tracekit.analysis.iterations import iteration_table
+from tracekit.analysis.iterations import autocorr_period_s, autocorrelation, iteration_table
 from tracekit.analysis.phases import detect
 from tracekit.analysis.rules import load_rules
 from tracekit.analysis.spectrum import welch_spectrum
@@ -256,3 +256,25 @@ def test_iteration_table_equals_naive_grouping(gpus, data, period_ms, shuffle):
     rows_got = [(r[0], r[1], int(r[2]), int(r[3]), r[4]) for r in got.with_columns(
         pl.col("compute_start", "compute_end").dt.epoch("ns")).iter_rows()]
     assert rows_got == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 400), st.data())
+def test_autocorrelation_equals_direct_sums(n, data):
+    # every lag asked for equals the plain sum of products: no circular wrap-around
+    # from the FFT's padding, whatever the length
+    max_lag = data.draw(st.integers(0, n - 1))
+    x = np.random.default_rng(n).normal(size=n) + np.sin(np.arange(n) / 3.0)
+    ac = autocorrelation(x, max_lag)
+    y = x - x.mean()
+    want = np.array([np.dot(y[: n - lag], y[lag:]) for lag in range(max_lag + 1)]) / np.dot(y, y)
+    np.testing.assert_allclose(ac, want, rtol=1e-9, atol=1e-12)
+    assert autocorrelation(np.full(n, 3.0), max_lag) is None
+
+
+def test_autocorr_period_finds_a_square_wave_period():
+    rng = np.random.default_rng(3)
+    cells = np.arange(120_000)
+    x = np.where((cells // 533) % 2 == 0, 4e4, 1e4) + rng.normal(0, 100, len(cells))
+    period, corr = autocorr_period_s(x, 0.001)
+    assert period == pytest.approx(1.066, abs=0.002) and corr > 0.9

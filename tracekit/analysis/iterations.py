@@ -34,19 +34,12 @@ def autocorr_period_s(power_w: np.ndarray, step_s: float, *, min_period_s: float
     n = len(x)
     if n < 16 or not np.isfinite(x).all():
         return None, 0.0
-    x = x - x.mean()
-    var = float(np.dot(x, x))
-    if var <= 0:
-        return None, 0.0
-    nfft = 1 << int(np.ceil(np.log2(2 * n)))
-    spec = np.fft.rfft(x, nfft)
-    del x
-    power = spec.real ** 2 + spec.imag ** 2  # |spec|^2 = spec * conj(spec), without complex temporaries
-    del spec
-    ac = np.fft.irfft(power, nfft)[:n] / var
     lo = max(1, int(min_period_s / step_s))
     hi = min(n // 2, int(max_period_s / step_s) + 1)
     if hi <= lo + 2:
+        return None, 0.0
+    ac = autocorrelation(x, hi)
+    if ac is None:
         return None, 0.0
     seg = ac[lo:hi]
     peaks = np.flatnonzero((seg[1:-1] >= seg[:-2]) & (seg[1:-1] > seg[2:])) + 1
@@ -61,6 +54,24 @@ def autocorr_period_s(power_w: np.ndarray, step_s: float, *, min_period_s: float
     denom = y0 - 2 * y1 + y2
     shift = 0.5 * (y0 - y2) / denom if denom != 0 else 0.0
     return float((i + shift) * step_s), float(y1)
+
+
+def autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray | None:
+    """Autocorrelation of the mean-removed ``x`` at lags ``0..max_lag`` (1 at lag 0;
+    None for a constant series), by FFT.  ``len(x) + max_lag`` zero-padded points keep
+    those lags free of the circular wrap-around, at a length the FFT factors fast."""
+    from scipy.fft import irfft, next_fast_len, rfft
+
+    x = x - x.mean()
+    var = float(np.dot(x, x))
+    if var <= 0:
+        return None
+    nfft = next_fast_len(len(x) + max_lag, real=True)
+    spec = rfft(x, nfft)
+    del x
+    power = spec.real ** 2 + spec.imag ** 2  # |spec|^2 = spec * conj(spec), without complex temporaries
+    del spec
+    return irfft(power, nfft)[:max_lag + 1] / var
 
 
 def iteration_table(segments: pl.DataFrame, period_s: float, compute_phase: str = "compute") -> pl.DataFrame:
