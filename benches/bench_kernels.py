@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     windows.ramp_rates(small_p, 5, cell_s=0.1)
     windows.rolling_median(small_p, 5)
     windows.threshold_events(small_p, windows.rolling_median(small_p, 5), threshold=10.0)
+    stats.quantiles(np.linspace(0.0, 1.0, 2 * stats._QUANTILE_MIN_N), [0.5, 0.99])
     warmup_s = time.perf_counter() - t
 
     period_ns = int(round(args.period_ms * 1e6))
@@ -231,6 +232,17 @@ def main(argv: list[str] | None = None) -> dict:
         n,
         bw["power"],
     )
+
+    # exact quantiles (the swing metrics' p50 and p99) vs NumPy's, on the finite power
+    # values as float64 (the metrics take the finite cells: NaN makes both NaN)
+    x64 = power[np.isfinite(power)].astype(np.float64)
+    bound64 = best_of(lambda: x64.sum(), args.repeat)
+    qs = [0.5, 0.99]
+    same = stats.quantiles(x64, qs).tobytes() == np.quantile(x64, qs).tobytes()
+    record("quantiles_p50_p99", best_of(lambda: stats.quantiles(x64, qs), args.repeat), len(x64), bound64,
+           equal_to_numpy=same)
+    record("np_quantile_p50_p99 (reference)", best_of(lambda: np.quantile(x64, qs), args.repeat), len(x64), bound64)
+    del x64
 
     main_kernels = {
         k: {"bound_fraction": results[k]["bound_fraction"], "samples_per_s_per_core": results[k]["items_per_s"],
