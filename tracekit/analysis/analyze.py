@@ -276,7 +276,9 @@ def _analyze(traceset, opts: AnalyzeOptions, progress, client) -> Analysis:
             batches = [b[i: i + opts.batch_gpus] for b in batches for i in range(0, len(b), opts.batch_gpus)]
         windows = [None] * len(batches)
     plan_groups(ctx, batches)
-    merger = Merger(ctx, len(gpus))
+    # streamed: the spanning groups' metrics one at a time (their series are the
+    # longest arrays left at the end); in memory: on every core
+    merger = Merger(ctx, len(gpus), workers=1 if streaming else workers)
     for res in run_ordered(analysis_task, [(source, b, i, w) for i, (b, w) in enumerate(zip(batches, windows))],
                            workers=workers, client=client, shared=(ctx,)):
         merger.add(res)

@@ -357,8 +357,9 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
 class Merger:
     """Adds batch results in batch order; finishes spanning groups once complete."""
 
-    def __init__(self, ctx: Context, n_gpus: int):
+    def __init__(self, ctx: Context, n_gpus: int, workers: int | None = None):
         self.ctx = ctx
+        self.workers = workers  # threads for the spanning groups' metrics (1: one at a time, the least memory)
         self.phases: list = []
         self.phase_hist = np.zeros((ctx.detect.k, ctx.detect.n_bins), dtype=np.int64)
         self.peaks_w = np.full(n_gpus, np.nan)
@@ -394,14 +395,14 @@ class Merger:
 
     def _finish(self, keys: list) -> None:
         """Metrics of the spanning groups ``keys``, now complete (the last batch
-        completes several, the cluster among them: on threads)."""
+        completes several, the cluster among them: on ``self.workers`` threads)."""
         parts = [(key, *self.partial.pop(key)) for key in keys]
 
         def one(part):
             (lv, gi), mean_sum, gpu_time = part
             return group_metrics(self.ctx, lv, gi, mean_sum, gpu_time, self.peaks_w)
 
-        for (key, _, _), (m, power, coverage, v) in zip(parts, map_items(one, parts)):
+        for (key, _, _), (m, power, coverage, v) in zip(parts, map_items(one, parts, self.workers)):
             self.metrics[key] = m
             self.violations += v
             if key[0] == "cluster":
