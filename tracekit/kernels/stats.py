@@ -313,8 +313,9 @@ class SamplingAccumulator:
 
 
 # -- exact quantiles of a long series ----------------------------------------------------
-#: below this length :func:`quantiles` is plain ``np.quantile``
+#: values in the systematic sample that brackets the order statistics
 QUANTILE_SAMPLE = 4096
+#: below this length :func:`quantiles` is plain ``np.quantile``
 _QUANTILE_MIN_N = 16 * QUANTILE_SAMPLE
 
 
@@ -346,7 +347,8 @@ def _band_gather(x, lo, hi, out):
 
 @kernel
 def _band_order_stats(x, r_lo, r_hi, out):
-    # out[2b], out[2b+1]: the values of ranks r_lo[b] and r_hi[b] (0-based, of x sorted).  Floyd-Rivest's idea: a systematic sample of x, sorted, brackets each
+    # out[2b], out[2b+1]: the values of ranks r_lo[b] and r_hi[b] (0-based, of x
+    # sorted).  Floyd-Rivest's idea: a systematic sample of x, sorted, brackets each
     # band's ranks with values [lo, hi] (a margin of 4 binomial standard deviations);
     # one counting pass checks the bracket holds them, one pass gathers the values
     # inside it, and a partition of those few finds them.  False when a bracket
