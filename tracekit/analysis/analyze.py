@@ -278,7 +278,22 @@ def _analyze(traceset, opts: AnalyzeOptions, progress, client) -> Analysis:
     plan_groups(ctx, batches)
     # streamed: the spanning groups' metrics one at a time (their series are the
     # longest arrays left at the end); in memory: on every core
-    merger = Merger(ctx, len(gpus), workers=1 if streaming else workers)
+    # the cluster series' own work (period, events) runs beside the spanning groups'
+    # metrics as soon as the cluster is complete
+    min_period_s = max(0.05, 2 * effective_period_s, 2 * grid.step_s)
+
+    def cluster_work(power_w: np.ndarray):
+        period_s, corr = None, 0.0
+        if workload == "training":
+            # a period shorter than two effective update periods cannot be resolved
+            period_s, corr = autocorr_period_s(power_w, grid.step_s, min_period_s=min_period_s)
+            release_freed_memory()  # the FFT's buffers (a long trace: tens of MB each)
+        smooth_s = round(period_s, 6) if period_s is not None else 1.0  # one iteration, else 1 s
+        events = sw.events(power_w, grid, smooth_s=smooth_s, threshold=opts.event_threshold, level="cluster",
+                           group="cluster")
+        return period_s, corr, events
+
+    merger = Merger(ctx, len(gpus), workers=1 if streaming else workers, cluster_work=cluster_work)
     for res in run_ordered(analysis_task, [(source, b, i, w) for i, (b, w) in enumerate(zip(batches, windows))],
                            workers=workers, client=client, shared=(ctx,)):
         merger.add(res)
@@ -297,11 +312,8 @@ def _analyze(traceset, opts: AnalyzeOptions, progress, client) -> Analysis:
     iterations = None
     iteration_summary = None
     stragglers = find_stragglers(pl.DataFrame())
+    period_s, corr, events = merger.cluster_result
     if workload == "training":
-        # a period shorter than two effective update periods cannot be resolved
-        period_s, corr = autocorr_period_s(cluster.power_w[0], grid.step_s,
-                                           min_period_s=max(0.05, 2 * effective_period_s, 2 * grid.step_s))
-        release_freed_memory()  # the FFT's buffers (a long trace: tens of MB each)
         if period_s is not None:
             per_gpu_iter = iteration_table(detection.segments, period_s)
             release_freed_memory()  # its per-segment temporaries
@@ -328,10 +340,7 @@ def _analyze(traceset, opts: AnalyzeOptions, progress, client) -> Analysis:
             warnings.append("no periodic iteration structure found in the cluster power (autocorrelation peak "
                             f"{corr:.4f} < 0.3); iterations not reported")
 
-    step("events")
-    smooth_s = iteration_summary["period_s"] if iteration_summary else 1.0
-    events = sw.events(cluster.power_w[0], grid, smooth_s=smooth_s, threshold=opts.event_threshold,
-                       level="cluster", group="cluster")
+    step("events")  # found with the cluster series (cluster_work)
 
     cluster_power = pl.DataFrame({
         "ts": grid.times(),

@@ -24,6 +24,7 @@ order of floating-point additions (tests: any split equals the one-batch run).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -257,16 +258,25 @@ class BatchResult:
     partial: dict  # (level, group index) -> (sum of cell means W, GPU-seconds per cell)
 
 
+def group_power(mean_sum: np.ndarray, gpu_time: np.ndarray) -> np.ndarray:
+    """A finished group's power per cell (W): the sum of its GPUs' cell means, NaN
+    where no GPU covered the cell."""
+    return np.where(gpu_time > 0, mean_sum, np.nan)
+
+
 def group_metrics(ctx: Context, level: str, gi: int, mean_sum: np.ndarray, gpu_time: np.ndarray,
-                  member_peaks_w: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, list[Violation]]:
+                  member_peaks_w: np.ndarray, power: np.ndarray | None = None
+                  ) -> tuple[dict, np.ndarray, np.ndarray, list[Violation]]:
     """Metrics of one finished group: (metrics, power W per cell, coverage, rule violations).
     The metrics and rules see the fully covered cells only (:func:`swings.full_cells`);
-    the series returned keeps every cell with its coverage."""
+    the series returned keeps every cell with its coverage.  ``power``: the group's
+    :func:`group_power` when already computed."""
     grid = ctx.grid
     size = float(ctx.group_size[level][gi])
     coverage = gpu_time / (size * grid.step_s)  # >= 0; np.clip is several times slower
     np.minimum(coverage, 1.0, out=coverage)
-    power = np.where(gpu_time > 0, mean_sum, np.nan)
+    if power is None:
+        power = group_power(mean_sum, gpu_time)
     full = sw.masked_partial_cells(power, coverage)
     provisioned = float(ctx.provisioned_w[level][gi])
     members = np.flatnonzero(ctx.group_of[level] == gi)
@@ -355,11 +365,20 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
 
 # -- merge -----------------------------------------------------------------------------
 class Merger:
-    """Adds batch results in batch order; finishes spanning groups once complete."""
+    """Adds batch results in batch order; finishes spanning groups once complete.
 
-    def __init__(self, ctx: Context, n_gpus: int, workers: int | None = None):
+    ``cluster_work(power_w)``, when given, runs on the cluster's power series (W per
+    cell) beside the spanning groups' metrics as soon as the cluster is complete (the
+    analysis' work on the cluster series alone: iterations, events); its result is
+    ``cluster_result``.
+    """
+
+    def __init__(self, ctx: Context, n_gpus: int, workers: int | None = None,
+                 cluster_work: Callable[[np.ndarray], object] | None = None):
         self.ctx = ctx
         self.workers = workers  # threads for the spanning groups' metrics (1: one at a time, the least memory)
+        self.cluster_work = cluster_work
+        self.cluster_result = None
         self.phases: list = []
         self.phase_hist = np.zeros((ctx.detect.k, ctx.detect.n_bins), dtype=np.int64)
         self.peaks_w = np.full(n_gpus, np.nan)
@@ -396,13 +415,26 @@ class Merger:
     def _finish(self, keys: list) -> None:
         """Metrics of the spanning groups ``keys``, now complete (the last batch
         completes several, the cluster among them: on ``self.workers`` threads)."""
-        parts = [(key, *self.partial.pop(key)) for key in keys]
+        # the cluster first, and its series' own work before it: the longest items
+        # start first on the threads
+        parts = [(key, *self.partial.pop(key), None) for key in sorted(keys, key=lambda k: k[0] != "cluster")]
+        if parts and parts[0][0][0] == "cluster":
+            key, mean_sum, gpu_time, _ = parts[0]
+            parts[0] = (key, mean_sum, gpu_time, group_power(mean_sum, gpu_time))
+            if self.cluster_work is not None:
+                parts.insert(0, (None, None, None, parts[0][3]))
 
         def one(part):
-            (lv, gi), mean_sum, gpu_time = part
-            return group_metrics(self.ctx, lv, gi, mean_sum, gpu_time, self.peaks_w)
+            key, mean_sum, gpu_time, power = part
+            if key is None:
+                return self.cluster_work(power)
+            return group_metrics(self.ctx, *key, mean_sum, gpu_time, self.peaks_w, power=power)
 
-        for (key, _, _), (m, power, coverage, v) in zip(parts, map_items(one, parts, self.workers)):
+        results = map_items(one, parts, self.workers)
+        if parts and parts[0][0] is None:
+            self.cluster_result = results.pop(0)
+            parts.pop(0)
+        for (key, _, _, _), (m, power, coverage, v) in zip(parts, results):
             self.metrics[key] = m
             self.violations += v
             if key[0] == "cluster":
