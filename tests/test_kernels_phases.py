@@ -136,6 +136,53 @@ def test_any_chunking_equals_one_shot_and_naive(trace, levels, h, dwell, data):
     assert one_shot.tolist() == naive.naive_label_phases(ts, power, levels, hysteresis=h, min_dwell_ns=dwell)
 
 
+@st.composite
+def phase_runs(draw, max_runs: int = 20):
+    """(ts, power): runs of 1..400 samples near one level each (noise inside the bands
+    and out of them, NaN, short excursions), long enough that the labeler's block
+    test (all samples of a block keep the label) takes part, also while a change is
+    pending."""
+    levels = draw(level_sets)
+    length = st.one_of(st.integers(1, 40), st.integers(1, 400))
+    runs = draw(st.lists(st.tuples(length, st.integers(0, len(levels) - 1)), min_size=1, max_size=max_runs))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    noise = draw(st.sampled_from([0.0, 5.0, 60.0]))
+    power = np.concatenate([np.full(n, levels[k]) for n, k in runs]) + rng.normal(0.0, noise, sum(n for n, _ in runs))
+    power[rng.random(len(power)) < draw(st.sampled_from([0.0, 0.01, 0.2]))] = np.nan
+    ts = np.cumsum(rng.integers(1, 4, len(power))).astype(np.int64)
+    dt = draw(st.sampled_from([np.float32, np.float64]))
+    return levels, ts, power.astype(dt)
+
+
+@settings(max_examples=200, deadline=None)
+@given(phase_runs(), hysteresis_values, dwell_values, st.data())
+def test_long_runs_equal_naive_in_any_chunking(runs, h, dwell, data):
+    levels, ts, power = runs
+    labels = label_phases(ts, power, levels, hysteresis=h, min_dwell_ns=dwell)
+    assert labels.tolist() == naive.naive_label_phases(ts, power, levels, hysteresis=h, min_dwell_ns=dwell)
+    cuts = data.draw(split_points(len(ts), max_splits=4))
+    assert _streamed_labels(ts, power, levels, h, dwell, cuts).tolist() == labels.tolist()
+
+
+@pytest.mark.parametrize("excursion", [1, 3])
+def test_a_change_pending_at_any_position_is_cancelled_as_naive(excursion):
+    """A short excursion to another level starts a change that the samples after it
+    cancel, before the level changes for good.  Placed at every position over 70
+    samples, with gaps of powers of two, the excursion ends, for some of them, exactly
+    where the labeler's block test (all samples of a block keep the label) begins and
+    the change comes back at a block's end: the blocks must not skip the cancellation."""
+    levels = [100.0, 700.0]
+    ts = np.arange(600, dtype=np.int64)
+    for gap in (8, 16, 32, 64, 128):
+        for at in range(100, 170):
+            power = np.full(600, 100.0)
+            power[at: at + excursion] = 700.0
+            power[at + excursion + gap: at + excursion + gap + 100] = 700.0
+            expected = naive.naive_label_phases(ts, power, levels, hysteresis=0.2, min_dwell_ns=50)
+            got = label_phases(ts, power, levels, hysteresis=0.2, min_dwell_ns=50)
+            assert got.tolist() == expected, (gap, at)
+
+
 def test_streaming_finalizes_all_but_the_pending_run():
     labeler = HysteresisLabeler([100.0, 700.0], min_dwell_ns=50)
     ts = np.arange(10, dtype=np.int64) * 10

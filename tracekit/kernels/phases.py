@@ -67,6 +67,9 @@ _S_SIZE_F = 3
 
 # --------------------------------------------------------------------------- hysteresis
 
+#: Samples the hysteresis labeling tests at once for "all keep the current label".
+_STAY_BLOCK = 32
+
 
 def hysteresis_thresholds(
     levels_w: NDArray[np.floating], hysteresis: float
@@ -127,46 +130,66 @@ def _hysteresis_kernel(ts_ns, power_w, lower_w, upper_w, min_dwell_ns, state, la
     # Without a candidate, a sample from the lower edge of the band below level cur to
     # the upper edge of the band above it changes nothing: it keeps label cur.
     stay_lo, stay_hi = _stay_range(cur, lower_w, upper_w)
-    for i in range(n):
-        j = offset + i
-        p = power_w[i]
-        if cand < 0 and p >= stay_lo and p <= stay_hi:  # the common case (NaN fails it)
-            labels[j] = cur
-            continue
-        t = ts_ns[i]
-        if np.isnan(p):
-            labels[j] = cur
-            if cand >= 0 and prev_valid == 1:
-                dwell += t - prev_ts  # the previous run sample holds until now
-                prev_valid = 0
-            continue
-        z = 0
-        while z < n_bounds and p > upper_w[z]:
-            z += 1
-        if z < n_bounds and p >= lower_w[z]:
-            z = -1  # inside the hysteresis band around boundary z
-        if cand >= 0 and z == cand:
-            if prev_valid == 1:
-                dwell += t - prev_ts
-            prev_ts = t
-            prev_valid = 1
-        else:
-            cand = -1
-            if z >= 0 and z != cur:
-                cand = z
-                cand_start = base + j
-                dwell = 0
+    i0 = 0
+    while i0 < n:
+        # A block of samples that all stay (the common case: a phase lasts hundreds of
+        # samples) is labelled at once.  The test is a branch-free count over a fixed
+        # number of samples, which vectorizes (a variable trip count did not); the
+        # per-sample test below branches on every sample.
+        if cand < 0 and i0 + _STAY_BLOCK <= n:
+            block = power_w[i0: i0 + _STAY_BLOCK]  # views indexed from 0: LLVM then sees
+            stays = 0                               # no negative index, and no gathers
+            for q in range(_STAY_BLOCK):  # NaN keeps the label too while no change is pending
+                v = block[q]
+                stays += ((v >= stay_lo) & (v <= stay_hi)) | (v != v)
+            if stays == _STAY_BLOCK:
+                labels[offset + i0: offset + i0 + _STAY_BLOCK] = cur
+                i0 += _STAY_BLOCK
+                continue
+        i1 = min(i0 + _STAY_BLOCK, n)
+        pb = power_w[i0:i1]
+        lb = labels[offset + i0: offset + i1]
+        for i in range(i1 - i0):  # one sample at a time
+            j = offset + i0 + i
+            p = pb[i]
+            if cand < 0 and p >= stay_lo and p <= stay_hi:  # the common case (NaN fails it)
+                lb[i] = cur
+                continue
+            t = ts_ns[i0 + i]
+            if np.isnan(p):
+                lb[i] = cur
+                if cand >= 0 and prev_valid == 1:
+                    dwell += t - prev_ts  # the previous run sample holds until now
+                    prev_valid = 0
+                continue
+            z = 0
+            while z < n_bounds and p > upper_w[z]:
+                z += 1
+            if z < n_bounds and p >= lower_w[z]:
+                z = -1  # inside the hysteresis band around boundary z
+            if cand >= 0 and z == cand:
+                if prev_valid == 1:
+                    dwell += t - prev_ts
                 prev_ts = t
                 prev_valid = 1
-        if cand >= 0 and dwell >= min_dwell_ns:
-            start = 0 if cur < 0 else cand_start - base
-            for q in range(start, j + 1):
-                labels[q] = cand
-            cur = cand
-            cand = -1
-            stay_lo, stay_hi = _stay_range(cur, lower_w, upper_w)
-        else:
-            labels[j] = cur
+            else:
+                cand = -1
+                if z >= 0 and z != cur:
+                    cand = z
+                    cand_start = base + j
+                    dwell = 0
+                    prev_ts = t
+                    prev_valid = 1
+            if cand >= 0 and dwell >= min_dwell_ns:
+                start = 0 if cur < 0 else cand_start - base
+                for q in range(start, j + 1):
+                    labels[q] = cand
+                cur = cand
+                cand = -1
+                stay_lo, stay_hi = _stay_range(cur, lower_w, upper_w)
+            else:
+                labels[j] = cur
+        i0 = i1
     state[_H_CUR] = cur
     state[_H_CAND] = cand
     state[_H_CAND_START] = cand_start
