@@ -97,13 +97,30 @@ def ts_array(func: str, name: str, x: object, *, check_sorted: bool = True) -> n
     return arr
 
 
+#: Pairs of samples :func:`_first_decrease` counts at once before it looks for the first.
+_DECREASE_BLOCK = 1024
+
+
 @kernel
 def _first_decrease(ts, offsets):
     """Index i of the first ts[i+1] < ts[i] within a run, or -1."""
     for g in range(offsets.shape[0] - 1):
-        for i in range(offsets[g] + 1, offsets[g + 1]):
-            if ts[i] < ts[i - 1]:
-                return i - 1
+        i = offsets[g]
+        end = offsets[g + 1] - 1  # the last pair of the run is (end - 1, end)
+        while i < end:
+            # a block's decreases are counted without a branch (vectorized: an early
+            # exit per pair ran at a third of the speed); a block with one is searched
+            e = min(i + _DECREASE_BLOCK, end)
+            lo = ts[i:e]
+            hi = ts[i + 1: e + 1]
+            bad = 0
+            for k in range(e - i):
+                bad += hi[k] < lo[k]
+            if bad:
+                for k in range(e - i):
+                    if hi[k] < lo[k]:
+                        return i + k
+            i = e
     return -1
 
 
