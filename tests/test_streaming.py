@@ -158,6 +158,40 @@ def test_inference_streams_the_same(inference):
     assert_same(ref, got)
 
 
+def _spy_same_groups(monkeypatch) -> list:
+    """The groups :func:`partial.same_groups` finds, one dict per analysis."""
+    from tracekit.analysis import partial
+
+    found, real = [], partial.same_groups
+    monkeypatch.setattr(partial, "same_groups", lambda ctx: found.append(real(ctx)) or found[-1])
+    return found
+
+
+@pytest.mark.parametrize("engine,batch_gpus", [("memory", None), ("stream", 1), ("stream", 3)])
+def test_groups_with_the_same_gpus_copy_the_higher_groups_metrics(inference, monkeypatch, engine, batch_gpus):
+    """The inference set's row is the whole cluster and each rack one host: those
+    groups' metrics are copied from the cluster's and the racks' (the same sums), and
+    equal, bit for bit, the metrics computed for them on their own."""
+    from tracekit.analysis import partial
+
+    found = _spy_same_groups(monkeypatch)
+    copied = analyze(tracekit.open(inference), engine=engine, batch_gpus=batch_gpus).summary()
+    assert found[-1] == {("row", 0): ("cluster", 0), **{("host", i): ("rack", i) for i in range(3)}}
+    monkeypatch.setattr(partial, "same_groups", lambda ctx: {})
+    computed = analyze(tracekit.open(inference), engine=engine, batch_gpus=batch_gpus).summary()
+    assert copied["levels"] == computed["levels"]
+    assert copied["levels"]["row"]["row00"]["dominant_hz"] is None  # the spectrum is the cluster's alone
+    assert copied["levels"]["cluster"]["cluster"]["dominant_hz"] is not None
+
+
+def test_a_level_with_rules_computes_its_groups(inference, monkeypatch):
+    found = _spy_same_groups(monkeypatch)
+    rule = Rule(name="any 1 s change", kind="window_change", level="host", window_s=1.0, limit_w=1.0)
+    a = analyze(tracekit.open(inference), rules=[rule])
+    assert found[-1] == {("row", 0): ("cluster", 0)}
+    assert {v.group for v in a.violations} == set(a.levels["host"])
+
+
 def test_offsets_and_rules_stream_the_same(training):
     ts = tracekit.open(training)
     hosts = sorted(set(ts.topology.get_column("host").to_list()))

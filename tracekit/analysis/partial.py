@@ -220,6 +220,9 @@ class Context:
     rules: list[Rule] = field(default_factory=list)
     gpu_hist: dict = field(default_factory=dict)  # GPU -> its 1 W histogram (its levels)
     max_rows: int | None = None  # samples read at once within a batch (None: the whole batch)
+    #: (level, group) -> (level, group) of a higher level with the same GPUs: its
+    #: series is the same sums, so its metrics are copied, not computed again
+    alias: dict = field(default_factory=dict)
 
     def finished_in(self, level: str, batch_no: int) -> np.ndarray:
         """Groups of ``level`` whose every GPU is in batch ``batch_no`` alone."""
@@ -241,6 +244,39 @@ def plan_groups(ctx: Context, batches: list[np.ndarray]) -> None:
             last[gs] = b
         # >= 0: finished inside that batch; < 0: spans batches, finished when batch -x-1 is merged
         ctx.last_batch[lv] = np.where((first == last) & (lv != "cluster"), last, -last - 1)
+    ctx.alias = same_groups(ctx)
+
+
+def same_groups(ctx: Context) -> dict:
+    """Groups whose GPUs are exactly those of a group of a higher level (a row that
+    is the whole cluster, a rack of one host): ``(level, group) -> (level, group)``
+    of the highest such group.  Their series are the same sums of the same rows in
+    the same order, so equal bit for bit.  A level with rules of its own keeps its
+    groups (its violations name them)."""
+    ruled = {r.level for r in ctx.rules}
+    first: dict[bytes, tuple[str, int]] = {}
+    alias = {}
+    for lv in ctx.levels:  # highest level first
+        of = ctx.group_of[lv]
+        order = np.argsort(of, kind="stable")
+        cuts = np.searchsorted(of[order], np.arange(len(ctx.group_names[lv]) + 1))
+        for gi in range(len(cuts) - 1):
+            members = order[cuts[gi]: cuts[gi + 1]].tobytes()
+            if members in first and lv not in ruled:
+                alias[(lv, gi)] = first[members]
+            else:
+                first.setdefault(members, (lv, gi))
+    return alias
+
+
+def alias_metrics(m: dict) -> dict:
+    """The metrics of a group copied from ``m``, those of a higher group with the same
+    GPUs (the spectrum is the cluster's alone)."""
+    out = {k: v for k, v in m.items() if k != "_spectrum"}
+    out["swing"] = {w: dict(v) for w, v in m["swing"].items()}
+    if "_spectrum" in m:
+        out["dominant_hz"] = out["band_share"] = out["largest_component_share"] = None
+    return out
 
 
 # -- pass 2 ----------------------------------------------------------------------------
@@ -349,10 +385,10 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
     finished, violations, partial = {}, [], {}
     for j, lv in enumerate(ctx.levels):
         for gi in np.unique(uniq[:, j]):
+            if (lv, int(gi)) in ctx.alias:
+                continue
             rows = np.flatnonzero(uniq[:, j] == gi)
-            # one row: a view (no copy; the merger copies what it accumulates into)
-            mean_sum = cm.mean_sum_w[rows].sum(axis=0) if len(rows) > 1 else cm.mean_sum_w[rows[0]]
-            gpu_time = cm.gpu_time_s[rows].sum(axis=0) if len(rows) > 1 else cm.gpu_time_s[rows[0]]
+            mean_sum, gpu_time = _row_sum(cm.mean_sum_w, rows), _row_sum(cm.gpu_time_s, rows)
             if ctx.last_batch[lv][gi] == batch_no:
                 m, _, _, v = group_metrics(ctx, lv, int(gi), mean_sum, gpu_time, all_peaks)
                 finished[(lv, int(gi))] = m
@@ -361,6 +397,17 @@ def analysis_task(source, gpus, batch_no: int, window_groups: int | None, ctx: C
                 partial[(lv, int(gi))] = (mean_sum, gpu_time)
     return BatchResult(batch_no, gpus, phases, phase_hist, cm.peak_w, cm.heat_energy_j, cm.heat_covered_s,
                        finished, violations, partial)
+
+
+def _row_sum(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The sum of rows ``rows`` (ascending) of ``a``: one row is a view (no copy; the
+    merger copies what it accumulates into), consecutive rows (a group's hosts: the
+    rows are sorted by level) are summed from a view, others from a copy."""
+    if len(rows) == 1:
+        return a[rows[0]]
+    if rows[-1] - rows[0] == len(rows) - 1:
+        return a[rows[0]: rows[-1] + 1].sum(axis=0)
+    return a[rows].sum(axis=0)
 
 
 # -- merge -----------------------------------------------------------------------------
@@ -390,6 +437,9 @@ class Merger:
         self.partial: dict = {}
         self.cluster: LevelSeries | None = None
         self.next_batch = 0
+        self.aliases: dict[tuple, list] = {}  # group -> the groups with the same GPUs (ctx.alias)
+        for other, src in ctx.alias.items():
+            self.aliases.setdefault(src, []).append(other)
 
     def add(self, res: BatchResult) -> None:
         if res.batch_no != self.next_batch:
@@ -401,7 +451,8 @@ class Merger:
         if self.ctx.heat_per:
             self.heat_e[res.gpus] = res.heat_e
             self.heat_c[res.gpus] = res.heat_c
-        self.metrics.update(res.finished)
+        for key, m in res.finished.items():
+            self._put(key, m)
         self.violations += res.violations
         for key, (mean_sum, gpu_time) in res.partial.items():
             if key in self.partial:
@@ -435,10 +486,16 @@ class Merger:
             self.cluster_result = results.pop(0)
             parts.pop(0)
         for (key, _, _, _), (m, power, coverage, v) in zip(parts, results):
-            self.metrics[key] = m
+            self._put(key, m)
             self.violations += v
             if key[0] == "cluster":
                 self.cluster = LevelSeries("cluster", ["cluster"], [], power[None, :], coverage[None, :])
+
+    def _put(self, key: tuple, m: dict) -> None:
+        """A finished group's metrics, and those of the groups with the same GPUs."""
+        self.metrics[key] = m
+        for other in self.aliases.get(key, ()):
+            self.metrics[other] = alias_metrics(m)
 
     def finish(self) -> None:
         """Finish the groups still open (none after the last batch's merge)."""
