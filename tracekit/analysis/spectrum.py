@@ -58,10 +58,11 @@ def welch_spectrum(
 
     Notes
     -----
-    Uses :func:`scipy.signal.welch` with constant detrending; the DC bin is excluded
-    from every share and from the dominant frequency.
+    :func:`tracekit.kernels.spectral.welch_psd` (what :func:`scipy.signal.welch` gives
+    with constant detrending); the DC bin is excluded from every share and from the
+    dominant frequency.
     """
-    from scipy.signal import welch
+    from tracekit.kernels.spectral import welch_psd
 
     if step_s <= 0:
         raise ParameterError(f"step_s must be positive, got {step_s}")
@@ -72,7 +73,7 @@ def welch_spectrum(
         return empty
     fs = 1.0 / step_s
     nperseg = int(min(n, max(8, round(segment_s * fs))))
-    freq, psd = welch(x, fs=fs, nperseg=nperseg, detrend="constant", scaling="density")
+    freq, psd = welch_psd(x, fs, nperseg)
     nondc = freq > 0
     total = float(psd[nondc].sum())
     if total <= 0:
