@@ -204,7 +204,7 @@ def _kmeans_1d_kernel(values_w, weights, kmax, sse_by_k, starts):
     dp = np.full((kmax + 1, n + 1), np.inf)
     arg = np.zeros((kmax + 1, n + 1), dtype=np.int64)
     for j in range(1, n + 1):
-        dp[1, j] = _segment_cost(s0, s1, s2, 0, j)
+        dp[1, j] = _segment_cost(s0, s1, s2, np.int64(0), j)  # int64, not a literal 0: one compiled version
     stack = np.empty((256, 4), dtype=np.int64)
     for m in range(2, kmax + 1):
         top = 0

@@ -405,7 +405,9 @@ def _segments_kernel(ts_ns, power_w, labels, last_hold_ns, final, state_i, state
     n = ts_ns.shape[0]
     m = has_pending + n
     first_abs = n_seen - has_pending  # stream index of virtual sample 0
-    n_out = 0
+    # the helper's arguments keep one type at every call (int64 counts, float64 power:
+    # a literal 0 or a float32 sample compiles another version of it)
+    n_out = np.int64(0)
     stop = m if final else m - 1
     if has_pending and stop > 0:  # the carried sample holds until the chunk's first
         t = state_i[_S_PENDING_TS]
@@ -418,7 +420,7 @@ def _segments_kernel(ts_ns, power_w, labels, last_hold_ns, final, state_i, state
         lab = np.int64(labels[i])
         if lab != open_label or open_start < 0:
             n_out, open_start, open_label, covered, energy, peak = _segment_sample(
-                seg_i, seg_f, n_out, base + i, lab, power_w[i], ts_ns[i + 1] - ts_ns[i],
+                seg_i, seg_f, n_out, base + i, lab, np.float64(power_w[i]), ts_ns[i + 1] - ts_ns[i],
                 open_start, open_label, covered, energy, peak)
             continue
         p = np.float64(power_w[i])
@@ -430,7 +432,7 @@ def _segments_kernel(ts_ns, power_w, labels, last_hold_ns, final, state_i, state
                 peak = p
     if final and n > 0:  # the last sample holds last_hold_ns
         n_out, open_start, open_label, covered, energy, peak = _segment_sample(
-            seg_i, seg_f, n_out, base + n - 1, np.int64(labels[n - 1]), power_w[n - 1], last_hold_ns,
+            seg_i, seg_f, n_out, base + n - 1, np.int64(labels[n - 1]), np.float64(power_w[n - 1]), last_hold_ns,
             open_start, open_label, covered, energy, peak)
     if final:
         if open_start >= 0:
@@ -502,6 +504,7 @@ class SegmentBuilder:
         self.state_f[_S_PEAK] = np.nan
         self._last_ts: int | None = None
         self._finished = False
+        self._power_dtype = np.dtype(np.float32)  # the pushes' (the empty last chunk's: one compiled kernel)
 
     def _run(self, func: str, ts_ns, power_w, labels, final: bool, check_sorted: bool = True) -> Segments:
         if self._finished:
@@ -517,6 +520,7 @@ class SegmentBuilder:
             )
         if n:
             self._last_ts = int(ts[-1])
+            self._power_dtype = power.dtype
         cap = n + 2
         seg_i = np.empty((cap, 4), dtype=np.int64)
         seg_f = np.empty((cap, 2), dtype=np.float64)
@@ -547,7 +551,7 @@ class SegmentBuilder:
     def finish(self) -> Segments:
         """End of stream: close the open segment."""
         empty = np.empty(0, dtype=np.int64)
-        return self._run("SegmentBuilder.finish", empty, np.empty(0), empty, True)
+        return self._run("SegmentBuilder.finish", empty, np.empty(0, dtype=self._power_dtype), empty, True)
 
 
 def phase_segments(

@@ -154,15 +154,17 @@ def _gpu_sampling_kernel(ts_ns, power_w, offsets, out_f, out_i):
         # period: median time between value changes
         out_f[g, 0] = np.nan
         out_f[g, 1] = np.nan
+        every_change = every and m > 1
         if n > 1:
-            every_change = every and m > 1
             whole, but_first = _median_of_diffs(ts_ns[a:b], d_lo, d_hi, every_change)
             out_f[g, 0] = whole / 1e6
             if every_change:
                 out_f[g, 1] = but_first / 1e6
         if m > 1 and not every:
             c_lo, c_hi = _diff_range(change[:m])
-            out_f[g, 1] = _median_of_diffs(change[:m], c_lo, c_hi, False)[0] / 1e6
+            # every_change is False here: a bool variable, not the literal, so the
+            # helper is compiled once (a literal argument compiles a second version)
+            out_f[g, 1] = _median_of_diffs(change[:m], c_lo, c_hi, every_change)[0] / 1e6
         out_f[g, 2] = s / cnt if cnt else np.nan
         out_f[g, 3] = lo if cnt else np.nan
         out_f[g, 4] = hi if cnt else np.nan
