@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracekit.errors import SchemaError
-from tracekit.kernels.stats import _QUANTILE_MIN_N, _band_order_stats, gpu_sampling, quantiles
+from tracekit.kernels.stats import _QUANTILE_MIN_N, _band_order_stats, _median_select, gpu_sampling, quantiles
 
 
 def naive_gpu_sampling(ts, power, offsets):
@@ -45,7 +45,7 @@ def naive_gpu_sampling(ts, power, offsets):
 def csr_series(draw):
     n_gpus = draw(st.integers(1, 4))
     # small units keep the differences' range narrow (the kernel's counting median),
-    # 1 ms units make it wide (its np.median fallback)
+    # 1 ms units make it wide (its selection fallback, _median_select)
     unit = draw(st.sampled_from([1, 997, 1_000_000]))
     counts = draw(st.lists(st.integers(0, 30), min_size=n_gpus, max_size=n_gpus))
     ts, power = [], []
@@ -75,6 +75,16 @@ def test_gpu_sampling_equals_naive(data):
             [got["sample_period_ms"][g], got["effective_period_ms"][g], got["mean_w"][g], got["min_w"][g],
              got["peak_w"][g]],
             [sp, ep, mean, lo, hi], rtol=1e-6, equal_nan=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.lists(st.integers(0, 4), min_size=1, max_size=80),
+                 st.lists(st.integers(-10**15, 10**15), min_size=1, max_size=80)),
+       st.sampled_from(["as drawn", "sorted", "reversed"]))
+def test_median_select_equals_np_median(values, order):
+    x = np.array(values, dtype=np.int64)
+    x = {"as drawn": x, "sorted": np.sort(x), "reversed": np.sort(x)[::-1].copy()}[order]
+    assert _median_select(x.copy()) == np.median(x)
 
 
 def test_gpu_sampling_matches_polars_on_repeated_values():

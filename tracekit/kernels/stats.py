@@ -24,7 +24,7 @@ def _median_of_diffs(t, lo, hi, also_without_first):
     # ``also_without_first``, else NaN); t sorted, len >= 2, every difference in
     # [lo, hi].  Sampling intervals cluster tightly, so a counting pass over the
     # range of the differences finds the exact medians in O(n) without a copy, both
-    # from one table; a wide range falls back to np.median.
+    # from one table; a wide range (a trace with gaps) selects them from a copy.
     n = t.shape[0] - 1
     span = hi - lo + 1
     other = np.nan
@@ -45,8 +45,53 @@ def _median_of_diffs(t, lo, hi, also_without_first):
     for i in range(n):
         dt[i] = t[i + 1] - t[i]
     if also_without_first and n > 1:
-        other = np.median(dt[1:])
-    return np.median(dt), other
+        rest = np.empty(n - 1, dtype=np.int64)
+        for i in range(n - 1):
+            rest[i] = dt[i + 1]
+        other = _median_select(rest)
+    return _median_select(dt), other
+
+
+@kernel
+def _median_select(x):
+    """np.median of int64 ``x`` (len >= 1; permuted in place): the middle value, or the
+    mean of the two middle values, found by selection (no sort; np.median itself
+    compiles for seconds)."""
+    n = x.shape[0]
+    k = (n - 1) // 2
+    lo = 0
+    hi = n - 1
+    while lo < hi:  # Hoare quickselect, pivot the median of three
+        a = x[lo]
+        b = x[(lo + hi) >> 1]
+        c = x[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i = lo
+        j = hi
+        while i <= j:
+            while x[i] < pivot:
+                i += 1
+            while x[j] > pivot:
+                j -= 1
+            if i <= j:
+                v = x[i]
+                x[i] = x[j]
+                x[j] = v
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break  # j < k < i: x[k] is the pivot, in place
+    # now x[:k] <= x[k] <= x[k + 1:]
+    if n % 2:
+        return x[k] + 0.0
+    second = x[k + 1]
+    for i in range(k + 2, n):
+        second = min(second, x[i])
+    return (x[k] + second) / 2
 
 
 @kernel
@@ -149,7 +194,8 @@ def _gpu_sampling_kernel(ts_ns, power_w, offsets, out_f, out_i):
             elif every:  # the first repeat: the changes so far were samples a+1 .. a+m
                 every = False
                 change = np.empty(b - a, dtype=np.int64)
-                change[:m] = ts_ns[a + 1: a + 1 + m]
+                for q in range(m):  # (a loop: a slice copy compiles its shape-error path, seconds)
+                    change[q] = ts_ns[a + 1 + q]
         # sampling period: median time between consecutive samples; effective update
         # period: median time between value changes
         out_f[g, 0] = np.nan
