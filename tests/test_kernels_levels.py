@@ -109,6 +109,11 @@ def test_histogram_empty_and_all_nan_add_nothing():
     assert counts.tolist() == [1, 2, 3]
 
 
+def test_histogram_refuses_more_bins_than_its_int32_bins_hold():
+    with pytest.raises(ParameterError, match=r"n_bins must be below 2\*\*31 - 1"):
+        power_histogram(np.ones(3, dtype=np.float32), bin_w=1.0, n_bins=2**31)
+
+
 def test_histogram_bin_centers():
     assert histogram_bin_centers(bin_w=10.0, n_bins=3, lo_w=50.0).tolist() == [55.0, 65.0, 75.0]
 

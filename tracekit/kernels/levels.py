@@ -64,39 +64,45 @@ class Levels(NamedTuple):
 # --------------------------------------------------------------------------- histogram
 
 
-@kernel(inline="always")
-def _bin_of(b, p, top):
-    """Bin of sample ``p`` from ``b = floor((p - lo) / bin_w)``: clamped into the bins,
-    -1 for a sample that is not finite."""
-    if not b >= 0.0:  # below bin 0, or not a number
-        return 0 if np.isfinite(p) else -1
-    if b > top:
-        return int(top) if np.isfinite(p) else -1
-    return int(b)
+#: Samples whose bins :func:`_power_histogram_kernel` computes at once.
+_HIST_BLOCK = 128
 
 
 @kernel
 def _power_histogram_kernel(power_w, lo_w, bin_w, exact, counts, sub):
-    # Four partial histograms taken in turn: consecutive samples in one bin would
-    # otherwise wait on each other's increment (a store-to-load chain).  A bin width
-    # that is a power of two is applied as an exact multiplication by its inverse
-    # (``exact``), not a division; two loops, as a select would run both.
+    # Per block of samples, first their bins without a branch (vectorized): b =
+    # floor((p - lo) / bin_w) clamped into [0, n_bins - 1] for a finite sample (an
+    # overflow too: +-inf clamps), the extra column n_bins for one that is not
+    # (NaN, +-inf); then their counts.  Four partial histograms are taken in turn:
+    # consecutive samples in one bin would otherwise wait on each other's increment
+    # (a store-to-load chain).  A bin width that is a power of two is applied as an
+    # exact multiplication by its inverse (``exact``), not a division; two loops, as a
+    # select would run both.  ``sub``: (4, n_bins + 1).
     n_bins = counts.shape[0]
     top = n_bins - 1.0
     inv = 1.0 / bin_w
     sub[:, :] = 0
-    if exact:
-        for i in range(power_w.shape[0]):
-            p = np.float64(power_w[i])
-            b = _bin_of(np.floor((p - lo_w) * inv), p, top)
-            if b >= 0:
-                sub[i & 3, b] += 1
-    else:
-        for i in range(power_w.shape[0]):
-            p = np.float64(power_w[i])
-            b = _bin_of(np.floor((p - lo_w) / bin_w), p, top)
-            if b >= 0:
-                sub[i & 3, b] += 1
+    bins = np.empty(_HIST_BLOCK, dtype=np.int32)
+    n = power_w.shape[0]
+    for i0 in range(0, n, _HIST_BLOCK):
+        m = min(_HIST_BLOCK, n - i0)
+        block = power_w[i0: i0 + m]
+        if exact:
+            for q in range(m):
+                p = np.float64(block[q])
+                f = np.floor((p - lo_w) * inv)
+                c = f if f < top else top  # NaN goes to top here, and to n_bins below
+                c = c if c > 0.0 else 0.0
+                bins[q] = np.int32(c) if np.abs(p) < np.inf else n_bins
+        else:
+            for q in range(m):
+                p = np.float64(block[q])
+                f = np.floor((p - lo_w) / bin_w)
+                c = f if f < top else top
+                c = c if c > 0.0 else 0.0
+                bins[q] = np.int32(c) if np.abs(p) < np.inf else n_bins
+        for q in range(m):
+            sub[q & 3, bins[q]] += 1
     for k in range(4):
         for j in range(n_bins):
             counts[j] += sub[k, j]
@@ -142,18 +148,19 @@ def power_histogram(
     power = float_array(func, "power_w", power_w)
     bin_w = float_param(func, "bin_w", bin_w, minimum=0.0, strict_min=True)
     lo_w = float_param(func, "lo_w", lo_w)
+    if counts is None and n_bins is None:
+        raise ParameterError(f"{func}: give n_bins (or a counts array to add into)")
+    if n_bins is None:
+        n_bins = len(counts) if isinstance(counts, np.ndarray) else 0
+    n_bins = int_param(func, "n_bins", n_bins, minimum=1)
+    if n_bins >= 2**31 - 1:  # the kernel's bins are int32
+        raise ParameterError(f"{func}: n_bins must be below 2**31 - 1, got {n_bins}")
     if counts is None:
-        if n_bins is None:
-            raise ParameterError(f"{func}: give n_bins (or a counts array to add into)")
-        n_bins = int_param(func, "n_bins", n_bins, minimum=1)
         counts = np.zeros(n_bins, dtype=np.int64)
     else:
-        if n_bins is None:
-            n_bins = len(counts) if isinstance(counts, np.ndarray) else 0
-        n_bins = int_param(func, "n_bins", n_bins, minimum=1)
         out_array(func, "counts", counts, (n_bins,), np.int64)
     exact = math.frexp(bin_w)[0] == 0.5 and bin_w >= 2.0**-1022  # 1 / bin_w exact (and finite)
-    _power_histogram_kernel(power, lo_w, bin_w, exact, counts, np.empty((4, n_bins), dtype=np.int64))
+    _power_histogram_kernel(power, lo_w, bin_w, exact, counts, np.empty((4, n_bins + 1), dtype=np.int64))
     return counts
 
 
