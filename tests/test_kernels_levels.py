@@ -286,3 +286,11 @@ def test_label_histogram_equals_numpy_bincount():
     bins = np.clip((power[ok] / 1.0).astype(np.int64), 0, 800)
     want = np.bincount(labels[ok].astype(np.int64) * 801 + bins, minlength=3 * 801).reshape(3, 801)
     np.testing.assert_array_equal(got, want)
+
+
+def test_label_histogram_puts_values_past_int64_in_the_edge_bins():
+    from tracekit.kernels.levels import label_histogram
+
+    power = np.array([1e30, -1e30, 3e38, 0.5, 799.9], dtype=np.float32)  # / 0.25 W: past 2**63
+    got = label_histogram(power, np.zeros(5, dtype=np.int8), np.zeros((1, 3200), dtype=np.int64), bin_w=0.25)
+    assert (got[0, 3199], got[0, 0], got[0, 2], got.sum()) == (3, 1, 1, 5)  # 799.9 W is in the top bin too

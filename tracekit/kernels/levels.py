@@ -405,16 +405,15 @@ def choose_levels(
 @kernel
 def _label_histogram_kernel(power_w, labels, bin_w, counts):
     n_labels, n_bins = counts.shape
+    top = n_bins - 1.0
     for i in range(power_w.shape[0]):
         lab = labels[i]
         p = power_w[i]
         if lab < 0 or lab >= n_labels or not np.isfinite(p):
             continue
-        b = int(p / bin_w)
-        if b < 0:
-            b = 0
-        elif b >= n_bins:
-            b = n_bins - 1
+        x = p / bin_w  # clamped before the int conversion (a value past int64 is undefined there)
+        x = x if x < top else top
+        b = int(x) if x > 0.0 else 0
         counts[lab, b] += 1
 
 

@@ -5,8 +5,11 @@ detrend="constant", scaling="density")`` gives (its defaults: a periodic Hann wi
 50 % overlap, one-sided, the mean over segments), without importing
 ``scipy.signal`` (most of a second of start-up on its own) and without the
 temporaries of its segment arrays: one kernel writes each segment detrended and
-windowed, NumPy's FFT transforms them, a second kernel sums their power.  Equal to
-SciPy's up to floating-point rounding (tests: ``tests/test_kernels_spectral.py``).
+windowed, NumPy's FFT transforms them, a second kernel sums their power.  The
+segment means are NumPy's (``np.mean`` of the same strided segments, as SciPy's
+detrend takes them): a flat series detrends to the same residue, exactly zero where
+SciPy's does, so its spectrum's shares are SciPy's too.  Equal to SciPy's up to
+floating-point rounding (tests: ``tests/test_kernels_spectral.py``).
 """
 
 from __future__ import annotations
@@ -23,22 +26,26 @@ _SEGMENTS_AT_ONCE = 64
 
 
 def hann_periodic(n: int) -> NDArray[np.float64]:
-    """The periodic Hann window of ``n`` points (``scipy.signal.get_window("hann", n)``)."""
-    if n == 1:
-        return np.ones(1)
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+    """The periodic Hann window of ``n`` points, bit for bit
+    ``scipy.signal.get_window("hann", n)``: the first ``n`` of ``n + 1`` points of
+    ``0.5 + 0.5 cos(t)``, ``t`` from -pi to pi, summed in SciPy's order (on a flat
+    series the window's last bits decide the rounding residue SciPy reports)."""
+    if n <= 1:
+        return np.ones(n)
+    t = np.linspace(-np.pi, np.pi, n + 1)
+    w = np.zeros(n + 1)
+    w += 0.5 * np.cos(0.0 * t)
+    w += 0.5 * np.cos(t)
+    return w[:n]
 
 
 @kernel
-def _windowed_segments(x, window, first, step, out):
-    # out[k] = (x[s:s+L] - mean(x[s:s+L])) * window, s = (first + k) * step
+def _windowed_segments(x, window, means, first, step, out):
+    # out[k] = (x[s:s+L] - means[first + k]) * window, s = (first + k) * step
     seg_len = window.shape[0]
     for k in range(out.shape[0]):
         seg = x[(first + k) * step: (first + k) * step + seg_len]
-        m = 0.0
-        for i in range(seg_len):
-            m += seg[i]
-        m /= seg_len
+        m = means[first + k]
         row = out[k]
         for i in range(seg_len):
             row[i] = (seg[i] - m) * window[i]
@@ -83,11 +90,14 @@ def welch_psd(x: NDArray[np.floating], fs: float, nperseg: int) -> tuple[NDArray
     step = seg_len - seg_len // 2
     n_seg = (len(xs) - seg_len // 2) // step
     window = hann_periodic(seg_len)
+    # NumPy's pairwise sums, as SciPy's detrend: a running sum leaves another residue
+    # on a flat series, whose spectrum would then be rounding noise in other bins
+    means = np.lib.stride_tricks.sliding_window_view(xs, seg_len)[::step][:n_seg].mean(axis=1)
     psd = np.zeros(seg_len // 2 + 1)
     buf = np.empty((min(n_seg, _SEGMENTS_AT_ONCE), seg_len))
     for first in range(0, n_seg, len(buf)):
         part = buf[: min(len(buf), n_seg - first)]
-        _windowed_segments(xs, window, first, step, part)
+        _windowed_segments(xs, window, means, first, step, part)
         _add_power(np.fft.rfft(part, axis=1), psd)
     psd *= 1.0 / (fs * float((window * window).sum()) * n_seg)
     if seg_len % 2:
