@@ -73,12 +73,13 @@ def welch_spectrum(
         return empty
     fs = 1.0 / step_s
     nperseg = int(min(n, max(8, round(segment_s * fs))))
-    freq, psd = welch_psd(x, fs, nperseg)
     if x.min() == x.max():
         # a flat series has no swing: what its segments keep after their mean is taken
         # off is rounding residue (none when the level is exact in binary), whose
         # "spectrum" would name a dominant frequency and shares of noise
-        return Spectrum(freq, np.zeros_like(psd), None, 0.0, None)
+        freq = np.fft.rfftfreq(nperseg, step_s)
+        return Spectrum(freq, np.zeros(len(freq)), None, 0.0, None)
+    freq, psd = welch_psd(x, fs, nperseg)
     nondc = freq > 0
     total = float(psd[nondc].sum())
     if total <= 0:

@@ -6,10 +6,12 @@ detrend="constant", scaling="density")`` gives (its defaults: a periodic Hann wi
 ``scipy.signal`` (most of a second of start-up on its own) and without the
 temporaries of its segment arrays: one kernel writes each segment detrended and
 windowed, NumPy's FFT transforms them, a second kernel sums their power.  The
-segment means are NumPy's (``np.mean`` of the same strided segments, as SciPy's
-detrend takes them): a flat series detrends to the same residue, exactly zero where
-SciPy's does, so its spectrum's shares are SciPy's too.  Equal to SciPy's up to
-floating-point rounding (tests: ``tests/test_kernels_spectral.py``).
+segment means (``np.mean`` of the same strided segments) and the window are SciPy's
+bit for bit; the FFT and the sum over segments are NumPy's and this kernel's, so the
+result equals SciPy's up to floating-point rounding (tests:
+``tests/test_kernels_spectral.py``).  A flat series, whose PSD is rounding residue
+in either, is left to the caller (:func:`tracekit.analysis.spectrum.welch_spectrum`
+reports no spectrum for it).
 """
 
 from __future__ import annotations
@@ -90,8 +92,7 @@ def welch_psd(x: NDArray[np.floating], fs: float, nperseg: int) -> tuple[NDArray
     step = seg_len - seg_len // 2
     n_seg = (len(xs) - seg_len // 2) // step
     window = hann_periodic(seg_len)
-    # NumPy's pairwise sums, as SciPy's detrend: a running sum leaves another residue
-    # on a flat series, whose spectrum would then be rounding noise in other bins
+    # NumPy's pairwise sums, as SciPy's detrend (a running sum rounds otherwise)
     means = np.lib.stride_tricks.sliding_window_view(xs, seg_len)[::step][:n_seg].mean(axis=1)
     psd = np.zeros(seg_len // 2 + 1)
     buf = np.empty((min(n_seg, _SEGMENTS_AT_ONCE), seg_len))
