@@ -44,27 +44,31 @@ def _window_swing_kernel(x, w, out):
     suf_max = np.empty(w, dtype=np.float64)
     suf_min = np.empty(w, dtype=np.float64)
     for start in range(0, n_out, w):
-        end = min(start + w, n)
+        # Loops over views from literal bounds: indices offset by ``start`` get a
+        # negative-index wraparound at every access (10-25 % slower).
+        xb = x[start: min(start + w, n)]
         hi = -np.inf
         lo = np.inf
-        for j in range(end - 1, start - 1, -1):
-            v = np.float64(x[j])
+        for j in range(xb.shape[0] - 1, -1, -1):
+            v = np.float64(xb[j])
             hi = v if v > hi else hi  # selects, not branches: noise defeats prediction
             lo = v if v < lo else lo
-            suf_max[j - start] = hi
-            suf_min[j - start] = lo
-        out[start] = suf_max[0] - suf_min[0] if suf_max[0] > -np.inf else np.nan
-        hi = -np.inf  # prefix extremes of the next block
+            suf_max[j] = hi
+            suf_min[j] = lo
+        ob = out[start: min(start + w, n_out)]
+        ob[0] = suf_max[0] - suf_min[0] if suf_max[0] > -np.inf else np.nan
+        hi = -np.inf  # prefix extremes of the next block: xn[q] = x[start + q + w - 1]
         lo = np.inf
-        for i in range(start + 1, min(start + w, n_out)):
-            v = np.float64(x[i + w - 1])
+        xn = x[start + w - 1: start + w - 1 + ob.shape[0]]
+        for q in range(1, ob.shape[0]):
+            v = np.float64(xn[q])
             hi = v if v > hi else hi
             lo = v if v < lo else lo
-            a = suf_max[i - start]
-            b = suf_min[i - start]
+            a = suf_max[q]
+            b = suf_min[q]
             top = a if a > hi else hi
             bottom = b if b < lo else lo
-            out[i] = top - bottom if top > -np.inf else np.nan
+            ob[q] = top - bottom if top > -np.inf else np.nan
     return out
 
 
