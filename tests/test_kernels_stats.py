@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracekit.errors import SchemaError
-from tracekit.kernels.stats import _QUANTILE_MIN_N, _band_order_stats, _median_select, gpu_sampling, quantiles
+from tracekit.kernels.stats import (_QUANTILE_MIN_N, _WIDE_BUCKETS, _band_order_stats, _median_of_diffs, _median_select, gpu_sampling,
+                                    quantiles)
 
 
 def naive_gpu_sampling(ts, power, offsets):
@@ -85,6 +86,28 @@ def test_median_select_equals_np_median(values, order):
     x = np.array(values, dtype=np.int64)
     x = {"as drawn": x, "sorted": np.sort(x), "reversed": np.sort(x)[::-1].copy()}[order]
     assert _median_select(x.copy()) == np.median(x)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.integers(2, 3000), st.integers(_WIDE_BUCKETS + 1, 4 * _WIDE_BUCKETS)),
+       st.sampled_from(["jitter", "gaps", "two clocks", "outliers", "tiny"]), st.integers(0, 2**31))
+def test_median_of_diffs_equals_np_median(n, kind, seed):
+    # both medians (all intervals; without the first), on every path: a counting table,
+    # or the wide range's passes over coarse buckets (a few long gaps, two clocks far
+    # apart, ...; above _WIDE_BUCKETS values), then a selection
+    rng = np.random.default_rng(seed)
+    d = {
+        "jitter": 1_000_000 + rng.integers(-100_000, 100_000, n),
+        "gaps": np.where(rng.random(n) < 0.01, rng.integers(10**9, 10**12, n), 1_000_000 + rng.integers(0, 50, n)),
+        "two clocks": np.where(rng.random(n) < rng.random(), 20_000_000, 100_000_000) + rng.integers(0, 3, n),
+        "outliers": np.where(rng.random(n) < 0.4, rng.integers(0, 10**13, n), rng.integers(999_990, 1_000_010, n)),
+        "tiny": rng.integers(0, 3, n),
+    }[kind].astype(np.int64)
+    d[0] = rng.choice([d.min(), d.max(), d[0]])  # the first difference at either end too
+    t = np.concatenate([[0], np.cumsum(d)]).astype(np.int64)
+    whole, but_first = _median_of_diffs(t, int(d.min()), int(d.max()), True)
+    assert whole == np.median(d)
+    assert but_first == np.median(d[1:])
 
 
 def test_gpu_sampling_matches_polars_on_repeated_values():

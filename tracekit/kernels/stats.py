@@ -24,7 +24,8 @@ def _median_of_diffs(t, lo, hi, also_without_first):
     # ``also_without_first``, else NaN); t sorted, len >= 2, every difference in
     # [lo, hi].  Sampling intervals cluster tightly, so a counting pass over the
     # range of the differences finds the exact medians in O(n) without a copy, both
-    # from one table; a wide range (a trace with gaps) selects them from a copy.
+    # from one table; a wide range (a trace with gaps) counts into coarse buckets
+    # first (:func:`_wide_medians`).
     n = t.shape[0] - 1
     span = hi - lo + 1
     other = np.nan
@@ -32,8 +33,8 @@ def _median_of_diffs(t, lo, hi, also_without_first):
         if also_without_first and n > 1:
             other = lo + 0.0
         return lo + 0.0, other
-    if span <= 4 * n + 65536:
-        counts = np.zeros(span, dtype=np.int64)
+    if span <= 4 * n + 65536 and n < 2**31:  # int32 counts: half the table to miss the cache with
+        counts = np.zeros(span, dtype=np.int32)
         for i in range(n):
             counts[t[i + 1] - t[i] - lo] += 1
         whole = _median_of_counts(counts, lo, n)
@@ -41,27 +42,90 @@ def _median_of_diffs(t, lo, hi, also_without_first):
             counts[t[1] - t[0] - lo] -= 1
             other = _median_of_counts(counts, lo, n - 1)
         return whole, other
-    dt = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        dt[i] = t[i + 1] - t[i]
-    if also_without_first and n > 1:
-        rest = np.empty(n - 1, dtype=np.int64)
-        for i in range(n - 1):
-            rest[i] = dt[i + 1]
-        other = _median_select(rest)
-    return _median_select(dt), other
+    return _wide_medians(t, lo, span, also_without_first)
+
+
+#: Buckets of each counting pass of :func:`_wide_medians` (at most), and the fewest
+#: values it counts again instead of selecting among them.
+_WIDE_BUCKETS = 16384
 
 
 @kernel
-def _median_select(x):
-    """np.median of int64 ``x`` (len >= 1; permuted in place): the middle value, or the
-    mean of the two middle values, found by selection (no sort; np.median itself
-    compiles for seconds)."""
-    n = x.shape[0]
-    k = (n - 1) // 2
+def _wide_medians(t, lo, span, also_without_first):
+    # _median_of_diffs over a wide range (a trace with gaps: a few long intervals).
+    # Count the differences into at most _WIDE_BUCKETS buckets (a small table), keep
+    # the values of the buckets that hold the middle ranks, and repeat on those over
+    # their narrower range while many are left; then select the ranks among them.
+    # Both medians (with and without the first difference) are among ranks
+    # (n - 2) // 2 .. n // 2 + 1.
+    n = t.shape[0] - 1
+    cur = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        cur[i] = t[i + 1] - t[i]
+    r_lo = max((n - 2) // 2, 0)
+    r_hi = min(n // 2 + 1, n - 1)
+    below = 0  # values below v_lo, left out
+    v_lo = lo  # cur holds the values in [v_lo, v_lo + span)
+    while cur.shape[0] > _WIDE_BUCKETS and span > 1:
+        shift = 0
+        while ((span - 1) >> shift) >= _WIDE_BUCKETS:
+            shift += 1
+        coarse = np.zeros(((span - 1) >> shift) + 1, dtype=np.int64)
+        for i in range(cur.shape[0]):
+            coarse[(cur[i] - v_lo) >> shift] += 1
+        skip = 0  # values in the buckets before b_lo
+        b_lo = 0
+        while below + skip + coarse[b_lo] <= r_lo:
+            skip += coarse[b_lo]
+            b_lo += 1
+        b_hi = b_lo
+        seen = below + skip + coarse[b_lo]
+        while seen <= r_hi:
+            b_hi += 1
+            seen += coarse[b_hi]
+        new_lo = v_lo + (b_lo << shift)
+        new_span = min((b_hi - b_lo + 1) << shift, v_lo + span - new_lo)
+        if new_span >= span:  # the middle ranks straddle the whole range: select
+            break
+        inside = seen - below - skip
+        kept = np.empty(inside + 1, dtype=np.int64)  # the last slot takes the rest (as _band_gather)
+        k = 0
+        hi_v = new_lo + new_span - 1
+        for i in range(cur.shape[0]):
+            d = cur[i]
+            kept[k] = d
+            k += (d >= new_lo) & (d <= hi_v)
+        cur = kept[:inside]
+        below += skip
+        v_lo = new_lo
+        span = new_span
+    other = np.nan
+    m = cur.shape[0]
+    if also_without_first and n > 1:
+        rest = np.empty(m, dtype=np.int64)
+        for i in range(m):
+            rest[i] = cur[i]
+        d0 = t[1] - t[0]
+        below2 = below
+        if d0 < v_lo:
+            below2 -= 1
+        elif d0 < v_lo + span:  # drop one copy of d0
+            j = 0
+            while rest[j] != d0:
+                j += 1
+            rest[j] = rest[m - 1]
+            m -= 1
+        other = _ranks_mean(rest[:m], (n - 2) // 2 - below2, (n - 1) // 2 - below2)
+    return _ranks_mean(cur, (n - 1) // 2 - below, n // 2 - below), other
+
+
+@kernel
+def _select(x, k):
+    """Permute ``x`` (int64) so that x[:k] <= x[k] <= x[k + 1:] (Hoare quickselect,
+    pivot the median of three); returns x[k]."""
     lo = 0
-    hi = n - 1
-    while lo < hi:  # Hoare quickselect, pivot the median of three
+    hi = x.shape[0] - 1
+    while lo < hi:
         a = x[lo]
         b = x[(lo + hi) >> 1]
         c = x[hi]
@@ -85,13 +149,29 @@ def _median_select(x):
             lo = i
         else:
             break  # j < k < i: x[k] is the pivot, in place
-    # now x[:k] <= x[k] <= x[k + 1:]
-    if n % 2:
-        return x[k] + 0.0
-    second = x[k + 1]
-    for i in range(k + 2, n):
+    return x[k]
+
+
+@kernel
+def _ranks_mean(x, k1, k2):
+    """The mean of the values of ranks ``k1`` and ``k2`` (``k2`` is k1 or k1 + 1) of
+    int64 ``x`` (permuted in place)."""
+    first = _select(x, k1)
+    if k2 == k1:
+        return first + 0.0
+    second = x[k1 + 1]
+    for i in range(k1 + 2, x.shape[0]):
         second = min(second, x[i])
-    return (x[k] + second) / 2
+    return (first + second) / 2
+
+
+@kernel
+def _median_select(x):
+    """np.median of int64 ``x`` (len >= 1; permuted in place): the middle value, or the
+    mean of the two middle values, found by selection (no sort; np.median itself
+    compiles for seconds)."""
+    n = x.shape[0]
+    return _ranks_mean(x, (n - 1) // 2, n // 2)
 
 
 @kernel
