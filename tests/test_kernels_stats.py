@@ -54,7 +54,8 @@ def csr_series(draw):
         steps = draw(st.lists(st.integers(0, 5), min_size=c, max_size=c))
         ts += list(np.cumsum(steps) * unit)
         if draw(st.booleans()):  # a logged counter: values repeat
-            power += draw(st.lists(st.sampled_from([100.0, 200.0, 300.0, float("nan")]), min_size=c, max_size=c))
+            power += draw(st.lists(st.sampled_from([100.0, 200.0, 300.0, float("nan"), float("inf"), -float("inf")]),
+                                   min_size=c, max_size=c))
         else:  # noisy power: every sample changes the value (a lone NaN too), or all but a few
             noisy = list(100.0 + np.arange(c) * 0.5)
             for i in draw(st.lists(st.integers(0, max(c - 1, 0)), max_size=2)) if c else []:
