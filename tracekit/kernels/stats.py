@@ -59,19 +59,20 @@ def _wide_medians(t, lo, span, also_without_first):
     # Both medians (with and without the first difference) are among ranks
     # (n - 2) // 2 .. n // 2 + 1.
     n = t.shape[0] - 1
-    cur = np.empty(n, dtype=np.int64)
+    cur = np.empty(n, dtype=np.int64)  # cur[:m]: the values in [v_lo, v_lo + span)
     for i in range(n):
         cur[i] = t[i + 1] - t[i]
+    m = n
     r_lo = max((n - 2) // 2, 0)
     r_hi = min(n // 2 + 1, n - 1)
     below = 0  # values below v_lo, left out
-    v_lo = lo  # cur holds the values in [v_lo, v_lo + span)
-    while cur.shape[0] > _WIDE_BUCKETS and span > 1:
+    v_lo = lo
+    while m > _WIDE_BUCKETS and span > 1:
         shift = 0
         while ((span - 1) >> shift) >= _WIDE_BUCKETS:
             shift += 1
         coarse = np.zeros(((span - 1) >> shift) + 1, dtype=np.int64)
-        for i in range(cur.shape[0]):
+        for i in range(m):
             coarse[(cur[i] - v_lo) >> shift] += 1
         skip = 0  # values in the buckets before b_lo
         b_lo = 0
@@ -87,25 +88,23 @@ def _wide_medians(t, lo, span, also_without_first):
         new_span = min((b_hi - b_lo + 1) << shift, v_lo + span - new_lo)
         if new_span >= span:  # the middle ranks straddle the whole range: select
             break
-        inside = seen - below - skip
-        kept = np.empty(inside + 1, dtype=np.int64)  # the last slot takes the rest (as _band_gather)
-        k = 0
         hi_v = new_lo + new_span - 1
-        for i in range(cur.shape[0]):
-            d = cur[i]
-            kept[k] = d
+        k = 0
+        for i in range(m):  # compaction in place (k <= i): every value is stored,
+            d = cur[i]      # the position moves on past a kept one (no branch)
+            cur[k] = d
             k += (d >= new_lo) & (d <= hi_v)
-        cur = kept[:inside]
+        m = seen - below - skip
         below += skip
         v_lo = new_lo
         span = new_span
     other = np.nan
-    m = cur.shape[0]
     if also_without_first and n > 1:
         rest = np.empty(m, dtype=np.int64)
         for i in range(m):
             rest[i] = cur[i]
         d0 = t[1] - t[0]
+        m2 = m
         below2 = below
         if d0 < v_lo:
             below2 -= 1
@@ -113,18 +112,18 @@ def _wide_medians(t, lo, span, also_without_first):
             j = 0
             while rest[j] != d0:
                 j += 1
-            rest[j] = rest[m - 1]
-            m -= 1
-        other = _ranks_mean(rest[:m], (n - 2) // 2 - below2, (n - 1) // 2 - below2)
-    return _ranks_mean(cur, (n - 1) // 2 - below, n // 2 - below), other
+            rest[j] = rest[m2 - 1]
+            m2 -= 1
+        other = _ranks_mean(rest, m2, (n - 2) // 2 - below2, (n - 1) // 2 - below2)
+    return _ranks_mean(cur, m, (n - 1) // 2 - below, n // 2 - below), other
 
 
 @kernel
-def _select(x, k):
-    """Permute ``x`` (int64) so that x[:k] <= x[k] <= x[k + 1:] (Hoare quickselect,
-    pivot the median of three); returns x[k]."""
+def _select(x, m, k):
+    """Permute ``x[:m]`` (int64) so that x[:k] <= x[k] <= x[k + 1:m] (Hoare
+    quickselect, pivot the median of three); returns x[k]."""
     lo = 0
-    hi = x.shape[0] - 1
+    hi = m - 1
     while lo < hi:
         a = x[lo]
         b = x[(lo + hi) >> 1]
@@ -153,14 +152,14 @@ def _select(x, k):
 
 
 @kernel
-def _ranks_mean(x, k1, k2):
+def _ranks_mean(x, m, k1, k2):
     """The mean of the values of ranks ``k1`` and ``k2`` (``k2`` is k1 or k1 + 1) of
-    int64 ``x`` (permuted in place)."""
-    first = _select(x, k1)
+    int64 ``x[:m]`` (permuted in place)."""
+    first = _select(x, m, k1)
     if k2 == k1:
         return first + 0.0
     second = x[k1 + 1]
-    for i in range(k1 + 2, x.shape[0]):
+    for i in range(k1 + 2, m):
         second = min(second, x[i])
     return (first + second) / 2
 
@@ -171,7 +170,7 @@ def _median_select(x):
     mean of the two middle values, found by selection (no sort; np.median itself
     compiles for seconds)."""
     n = x.shape[0]
-    return _ranks_mean(x, (n - 1) // 2, n // 2)
+    return _ranks_mean(x, n, (n - 1) // 2, n // 2)
 
 
 @kernel
