@@ -67,18 +67,30 @@ def test_dask_align_auto_equals_local(dataset, cluster):
     assert_same(ref, got)
 
 
-def test_killed_worker_is_retried(dataset, cluster, local, tmp_path):
-    """A worker process exits while running a pass-2 task: the scheduler reruns the task
-    elsewhere and the merged answer is still exactly the local one."""
+@pytest.mark.parametrize("kill_at", [1, 4])
+def test_killed_worker_is_retried(dataset, cluster, local, tmp_path, kill_at):
+    """A worker process exits while running a pass-2 task (the first, or the fourth: the
+    worker holds the shared context and results by then): the scheduler reruns its
+    tasks elsewhere and the merged answer is still exactly the local one."""
     from distributed import Client
     from distributed.diagnostics.plugin import WorkerPlugin
 
     marker = str(tmp_path / "killed")
+    started = str(tmp_path / "started-")
 
     class KillOnce(WorkerPlugin):  # a local class: cloudpickle ships it by value
         def transition(self, key, start, finish, **kw):
             if finish == "executing" and "analysis_task" in str(key):
-                try:  # O_EXCL: of two workers starting tasks at once, one only is killed
+                n = 1
+                while True:  # O_EXCL: the pass-2 tasks started, counted across both workers
+                    try:
+                        os.close(os.open(started + str(n), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                        break
+                    except FileExistsError:
+                        n += 1
+                if n != kill_at:
+                    return
+                try:  # of two workers starting tasks at once, one only is killed
                     os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
                 except FileExistsError:
                     return

@@ -15,6 +15,7 @@ results handed back in batch order.
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections import deque
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -125,8 +126,21 @@ def _one_thread(fn: Callable, *args):
         return fn(*args)
 
 
+def _shared_value(x):
+    """The task that holds a shared argument on the cluster (see :func:`_run_dask`)."""
+    return x
+
+
 def _run_dask(fn: Callable, args: Sequence[tuple], client, shared: tuple) -> Iterator:
-    scattered = [client.scatter(s, broadcast=True) for s in shared] if shared else []
+    # Shared arguments go to the cluster once, as tasks that return them, not with
+    # ``client.scatter``: scattered data that a dying worker held is lost for good
+    # (dask/distributed#3149) and the tasks that need it are cancelled ("already
+    # forgotten"), while a task's result is recomputed elsewhere.
+    with warnings.catch_warnings():  # the shared context is meant to travel in the graph, once
+        warnings.filterwarnings("ignore", message=".*large graph.*")
+        warnings.filterwarnings("ignore", message=".*Large object.*")
+        scattered = [client.submit(_shared_value, s, key=f"tracekit-shared-{uuid.uuid4().hex}", pure=False)
+                     for s in shared]
     threads = sum(client.nthreads().values()) or 1
     window = 2 * threads
     pending: deque = deque()
