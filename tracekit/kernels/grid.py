@@ -99,6 +99,161 @@ def _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, started):
 
 
 @kernel
+def _whole_cells(er, cr, c, cell_start, b, p, step, cell_means, peak, heat_per, heat_e, heat_c, g, hb, hb_end, he, hc):
+    """A hold at power ``p`` covers cells ``c``, ``c + 1``... whole until the cell
+    holding time ``b``: add them (mean ``p``, or energy ``p * step``).  Returns (c,
+    cell_start, peak, hb, hb_end, he, hc) of the cell holding ``b``."""
+    step_s = step * 1e-9
+    whole = p if cell_means else p * step_s
+    while b > cell_start + step:
+        er[c] += whole
+        cr[c] += step_s
+        if cell_means:
+            peak = p if p > peak else peak
+            if heat_per > 0:
+                if c >= hb_end:
+                    hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
+                he += p * step_s
+                hc += step_s
+        c += 1
+        cell_start += step
+    return c, cell_start, peak, hb, hb_end, he, hc
+
+
+@kernel
+def _close_cell(er, cr, c, acc_e, acc_ns, cell_means, peak, heat_per, heat_e, heat_c, g, hb, hb_end, he, hc):
+    """GPU ``g`` has finished cell ``c`` with ``acc_e`` W*ns over ``acc_ns`` ns: add it
+    into its row (``er``, ``cr``: the row's views), and with ``cell_means`` into its
+    peak and heatmap bin.  Returns (peak, hb, hb_end, he, hc)."""
+    v = acc_e / acc_ns if cell_means else acc_e * 1e-9
+    er[c] += v
+    cr[c] += acc_ns * 1e-9
+    if cell_means:
+        peak = v if v > peak else peak
+        if heat_per > 0:
+            if c >= hb_end:
+                hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
+            he += acc_e * 1e-9
+            hc += acc_ns * 1e-9
+    return peak, hb, hb_end, he, hc
+
+
+@kernel
+def _add_hold(a, b, p, t0, step, c, cell_start, acc_e, acc_ns, er, cr, cell_means, peak, heat_per, heat_e, heat_c,
+              g, hb, hb_end, he, hc):
+    """GPU ``g``'s power ``p`` held over ``[a, b)`` (t0 <= a < b <= the grid's end,
+    a at or after the open cell's start), added to the open cell ``c`` (its sums
+    ``acc_e``, ``acc_ns``) and the cells after it: cells it leaves are written.
+    Returns the state (c, cell_start, acc_e, acc_ns, peak, hb, hb_end, he, hc).  The
+    general step of _accumulate_grid_kernel; _common_run writes the same inline."""
+    cell_end = cell_start + step
+    if a >= cell_end:  # leave the open cell: write its sums, find a's cell
+        if acc_ns > 0:
+            peak, hb, hb_end, he, hc = _close_cell(er, cr, c, acc_e, acc_ns, cell_means, peak, heat_per, heat_e,
+                                                   heat_c, g, hb, hb_end, he, hc)
+        acc_e = 0.0
+        acc_ns = 0
+        if a - cell_end < step:
+            c += 1
+            cell_start = cell_end
+        else:
+            c = (a - t0) // step
+            cell_start = t0 + c * step
+        cell_end = cell_start + step
+    if b <= cell_end:  # the hold stays in one cell
+        acc_e += p * (b - a)
+        acc_ns += b - a
+        return c, cell_start, acc_e, acc_ns, peak, hb, hb_end, he, hc
+    # the hold crosses cell ends: finish this cell, whole cells, then the rest
+    acc_e += p * (cell_end - a)
+    acc_ns += cell_end - a
+    peak, hb, hb_end, he, hc = _close_cell(er, cr, c, acc_e, acc_ns, cell_means, peak, heat_per, heat_e, heat_c, g,
+                                           hb, hb_end, he, hc)
+    c += 1
+    cell_start = cell_end
+    if b > cell_start + step:
+        c, cell_start, peak, hb, hb_end, he, hc = _whole_cells(er, cr, c, cell_start, b, p, step, cell_means, peak,
+                                                               heat_per, heat_e, heat_c, g, hb, hb_end, he, hc)
+    return c, cell_start, p * (b - cell_start), b - cell_start, peak, hb, hb_end, he, hc
+
+
+@kernel
+def _common_run(ts, pw, t0, step, max_gap, grid_end, c, cell_start, acc_e, acc_ns, er, cr, cell_means, peak,
+                heat_per, heat_e, heat_c, g, hb, hb_end, he, hc):
+    # The common samples, from ts[0] / pw[0] on (views: every sample but the last has
+    # its next one): finite, held until the next sample (no gap), inside the grid,
+    # starting in the open cell; and those that add nothing (NaN, a zero or
+    # out-of-grid hold; the general step skips them too).  Stops at the first other
+    # sample; returns how many it took and the state.  The same arithmetic as the general step of
+    # _accumulate_grid_kernel, in a function of its own: inside that loop, beside
+    # the general cases, the same code ran 1.5-2x slower.  (Written out, not through
+    # helpers: an inlined helper with array arguments costs reference counting on
+    # every call, which made this loop 4x slower.)
+    i = 0
+    n = pw.shape[0]
+    step_s = step * 1e-9
+    while i < n:
+        a = ts[i]
+        t_next = ts[i + 1]
+        p = np.float64(pw[i])
+        d = t_next - a
+        if (p != p) | (d == 0) | (t_next <= t0) | (a >= grid_end):  # adds nothing (NaN, or no time in the grid)
+            i += 1
+            continue
+        if not ((d <= max_gap) & (a >= t0) & (t_next <= grid_end)):
+            break
+        cell_end = cell_start + step
+        if a >= cell_end:  # leave the open cell (after a skipped sample): write it, find a's cell
+            if acc_ns > 0:
+                v = acc_e / acc_ns if cell_means else acc_e * 1e-9
+                er[c] += v
+                cr[c] += acc_ns * 1e-9
+                if cell_means:
+                    peak = v if v > peak else peak
+                    if heat_per > 0:
+                        if c >= hb_end:
+                            hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
+                        he += acc_e * 1e-9
+                        hc += acc_ns * 1e-9
+            acc_e = 0.0
+            acc_ns = 0
+            if a - cell_end < step:
+                c += 1
+                cell_start = cell_end
+            else:
+                c = (a - t0) // step
+                cell_start = t0 + c * step
+            cell_end = cell_start + step
+        if t_next <= cell_end:  # the hold stays in the open cell
+            acc_e += p * d
+            acc_ns += d
+            i += 1
+            continue
+        # it ends in a later cell: finish this one, whole cells, then the rest
+        acc_e += p * (cell_end - a)
+        acc_ns += cell_end - a
+        v = acc_e / acc_ns if cell_means else acc_e * 1e-9
+        er[c] += v
+        cr[c] += acc_ns * 1e-9
+        if cell_means:
+            peak = v if v > peak else peak
+            if heat_per > 0:
+                if c >= hb_end:
+                    hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
+                he += acc_e * 1e-9
+                hc += acc_ns * 1e-9
+        c += 1
+        cell_start = cell_end
+        if t_next > cell_start + step:
+            c, cell_start, peak, hb, hb_end, he, hc = _whole_cells(er, cr, c, cell_start, t_next, p, step, cell_means,
+                                                                   peak, heat_per, heat_e, heat_c, g, hb, hb_end, he, hc)
+        acc_e = p * (t_next - cell_start)
+        acc_ns = t_next - cell_start
+        i += 1
+    return i, c, cell_start, acc_e, acc_ns, peak, hb, hb_end, he, hc
+
+
+@kernel
 def _accumulate_grid_kernel(
     ts_ns, power_w, gpu_offsets, group_of_gpu, params, final, carry_ts, carry_power, carry_cell, carry_acc_e,
     carry_acc_ns, energy_j, covered_s, cell_means, heat_per, peaks, heat_e, heat_c,
@@ -107,9 +262,10 @@ def _accumulate_grid_kernel(
     # sample of its previous chunk.  The current cell's sums stay in registers
     # (acc_e in W*ns, acc_ns in ns) and are written once per cell: many samples
     # share a cell, and a read-modify-write per sample would chain through memory.
-    # Cells are found by stepping, dividing only after a jump.  (Written as one
-    # loop on purpose: helper calls with array arguments were not inlined and
-    # made the kernel several times slower.)
+    # Cells are found by stepping, dividing only after a jump.  Runs of common
+    # samples go through _common_run; the general step below takes the rest (a gap,
+    # NaN, clipping, the carried and the last sample).  (Helpers with array
+    # arguments cost reference counting per call: none runs per sample.)
     #
     # With ``cell_means`` each GPU's finished cell adds its time-weighted mean (W)
     # instead of its energy (J) into ``energy_j``, and the GPU's running peak cell
@@ -135,10 +291,12 @@ def _accumulate_grid_kernel(
             continue  # nothing new for this GPU: keep carrying
         first = lo - 1 if has_carry else lo  # k = lo - 1 stands for the carried sample
         stop = hi if final else hi - 1  # when not final, sample hi - 1 becomes the carry
-        c = 0
+        # the state keeps one type from the start (an int literal here compiled the
+        # helpers a second time, for the literal)
+        c = np.int64(0)
         cell_start = t0
         acc_e = 0.0
-        acc_ns = 0
+        acc_ns = np.int64(0)
         if carry_cell[g] >= 0:  # the open cell of the previous chunk
             c = carry_cell[g]
             cell_start = t0 + c * step
@@ -146,19 +304,36 @@ def _accumulate_grid_kernel(
             acc_ns = carry_acc_ns[g]
             carry_cell[g] = -1
         peak = peaks[g] if cell_means else -np.inf
-        hb = 0  # the heatmap bin being summed in he, hc (see _heat_enter)
-        hb_end = 0
+        hb = np.int64(0)  # the heatmap bin being summed in he, hc (see _heat_enter)
+        hb_end = np.int64(0)
         he = 0.0
         hc = 0.0
-        for k in range(first, stop):
+        er = energy_j[row]
+        cr = covered_s[row]
+        fast_stop = min(stop, hi - 1)  # the samples before it have a next one
+        k = first
+        retry = lo  # the next sample to try the common run at
+        while k < stop:
+            if retry <= k < fast_stop:
+                taken, c, cell_start, acc_e, acc_ns, peak, hb, hb_end, he, hc = _common_run(
+                    ts_ns[k: fast_stop + 1], power_w[k: fast_stop], t0, step, max_gap, grid_end, c, cell_start,
+                    acc_e, acc_ns, er, cr, cell_means, peak, heat_per, heat_e, heat_c, g, hb, hb_end, he, hc)
+                k += taken
+                # a run that took nothing: not again for 16 samples (bounds the calls
+                # where no sample is common, e.g. all before the grid)
+                retry = k + 1 if taken else k + 16
+                if k >= stop:
+                    break
+            # the general step: sample k
             if k < lo:
                 a = carry_ts[g]
                 p = np.float64(carry_power[g])
             else:
                 a = ts_ns[k]
                 p = np.float64(power_w[k])
-            if k + 1 < hi:
-                t_next = ts_ns[k + 1]
+            k += 1
+            if k < hi:  # the next sample, ts_ns[k]
+                t_next = ts_ns[k]
                 if t_next - a <= max_gap:
                     b = t_next
                 else:
@@ -175,81 +350,16 @@ def _accumulate_grid_kernel(
                 b = grid_end
             if b <= a:
                 continue
-            cell_end = cell_start + step
-            if a >= cell_end:  # leave the current cell: write its sums, find a's cell
-                if acc_ns > 0:
-                    v = acc_e / acc_ns if cell_means else acc_e * 1e-9
-                    energy_j[row, c] += v
-                    covered_s[row, c] += acc_ns * 1e-9
-                    if cell_means:
-                        if v > peak:
-                            peak = v
-                        if heat_per > 0:
-                            if c >= hb_end:
-                                hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
-                            he += acc_e * 1e-9
-                            hc += acc_ns * 1e-9
-                acc_e = 0.0
-                acc_ns = 0
-                if a - cell_end < step:
-                    c += 1
-                    cell_start = cell_end
-                else:
-                    c = (a - t0) // step
-                    cell_start = t0 + c * step
-                cell_end = cell_start + step
-            if b <= cell_end:  # the common case: the hold stays in one cell
-                acc_e += p * (b - a)
-                acc_ns += b - a
-                continue
-            # the hold crosses cell ends: finish this cell, whole cells, then the rest
-            acc_e += p * (cell_end - a)
-            acc_ns += cell_end - a
-            v = acc_e / acc_ns if cell_means else acc_e * 1e-9
-            energy_j[row, c] += v
-            covered_s[row, c] += acc_ns * 1e-9
-            if cell_means:
-                if v > peak:
-                    peak = v
-                if heat_per > 0:
-                    if c >= hb_end:
-                        hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
-                    he += acc_e * 1e-9
-                    hc += acc_ns * 1e-9
-            c += 1
-            cell_start = cell_end
-            whole = p if cell_means else p * step_s
-            while b > cell_start + step:  # whole cells
-                energy_j[row, c] += whole
-                covered_s[row, c] += step_s
-                if cell_means:
-                    if p > peak:
-                        peak = p
-                    if heat_per > 0:
-                        if c >= hb_end:
-                            hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
-                        he += p * step_s
-                        hc += step_s
-                c += 1
-                cell_start += step
-            acc_e = p * (b - cell_start)
-            acc_ns = b - cell_start
+            c, cell_start, acc_e, acc_ns, peak, hb, hb_end, he, hc = _add_hold(
+                a, b, p, t0, step, c, cell_start, acc_e, acc_ns, er, cr, cell_means, peak, heat_per, heat_e, heat_c,
+                g, hb, hb_end, he, hc)
         if not final and acc_ns > 0:  # keep the open cell for the next chunk
             carry_cell[g] = c
             carry_acc_e[g] = acc_e
             carry_acc_ns[g] = acc_ns
         elif acc_ns > 0:  # the last open cell
-            v = acc_e / acc_ns if cell_means else acc_e * 1e-9
-            energy_j[row, c] += v
-            covered_s[row, c] += acc_ns * 1e-9
-            if cell_means:
-                if v > peak:
-                    peak = v
-                if heat_per > 0:
-                    if c >= hb_end:
-                        hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
-                    he += acc_e * 1e-9
-                    hc += acc_ns * 1e-9
+            peak, hb, hb_end, he, hc = _close_cell(er, cr, c, acc_e, acc_ns, cell_means, peak, heat_per, heat_e,
+                                                   heat_c, g, hb, hb_end, he, hc)
         if hb_end > 0:  # the heatmap bin being summed
             heat_e[g, hb] = he
             heat_c[g, hb] = hc
