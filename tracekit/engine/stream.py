@@ -90,7 +90,8 @@ def run_ordered(fn: Callable, args: Sequence[tuple], *, workers: int | None = No
         worker thread of the cluster.
     client
         A ``dask.distributed.Client``: tasks run on its workers; ``shared`` values
-        are scattered once to every worker.
+        go to the cluster once (as tasks that return them; workers fetch them from
+        each other).
     """
     shared = tuple(shared)
     if client is not None:
