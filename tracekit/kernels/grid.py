@@ -98,7 +98,7 @@ def _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, started):
     return hb, (hb + 1) * heat_per, heat_e[g, hb], heat_c[g, hb]
 
 
-@kernel
+@kernel(inline="always")
 def _whole_cells(er, cr, c, cell_start, b, p, step, cell_means, peak, heat_per, heat_e, heat_c, g, hb, hb_end, he, hc):
     """A hold at power ``p`` covers cells ``c``, ``c + 1``... whole until the cell
     holding time ``b``: add them (mean ``p``, or energy ``p * step``).  Returns (c,
@@ -120,7 +120,7 @@ def _whole_cells(er, cr, c, cell_start, b, p, step, cell_means, peak, heat_per, 
     return c, cell_start, peak, hb, hb_end, he, hc
 
 
-@kernel
+@kernel(inline="always")
 def _close_cell(er, cr, c, acc_e, acc_ns, cell_means, peak, heat_per, heat_e, heat_c, g, hb, hb_end, he, hc):
     """GPU ``g`` has finished cell ``c`` with ``acc_e`` W*ns over ``acc_ns`` ns: add it
     into its row (``er``, ``cr``: the row's views), and with ``cell_means`` into its
@@ -244,9 +244,18 @@ def _common_run(ts, pw, t0, step, max_gap, grid_end, c, cell_start, acc_e, acc_n
                 hc += acc_ns * 1e-9
         c += 1
         cell_start = cell_end
-        if t_next > cell_start + step:
-            c, cell_start, peak, hb, hb_end, he, hc = _whole_cells(er, cr, c, cell_start, t_next, p, step, cell_means,
-                                                                   peak, heat_per, heat_e, heat_c, g, hb, hb_end, he, hc)
+        while t_next > cell_start + step:  # whole cells (as _whole_cells, written out: see above)
+            er[c] += p if cell_means else p * step_s
+            cr[c] += step_s
+            if cell_means:
+                peak = p if p > peak else peak
+                if heat_per > 0:
+                    if c >= hb_end:
+                        hb, hb_end, he, hc = _heat_enter(heat_e, heat_c, g, c, heat_per, hb, he, hc, hb_end > 0)
+                    he += p * step_s
+                    hc += step_s
+            c += 1
+            cell_start += step
         acc_e = p * (t_next - cell_start)
         acc_ns = t_next - cell_start
         i += 1
