@@ -187,8 +187,8 @@ def _common_run(ts, pw, t0, step, max_gap, grid_end, c, cell_start, acc_e, acc_n
     # sample; returns how many it took and the state.  The same arithmetic as the general step of
     # _accumulate_grid_kernel, in a function of its own: inside that loop, beside
     # the general cases, the same code ran 1.5-2x slower.  (Written out, not through
-    # helpers: an inlined helper with array arguments costs reference counting on
-    # every call, which made this loop 4x slower.)
+    # _close_cell / _whole_cells: a helper with array arguments costs reference
+    # counting on every call, inlined or not, which made this loop 2-4x slower.)
     i = 0
     n = pw.shape[0]
     step_s = step * 1e-9
