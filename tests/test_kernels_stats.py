@@ -81,7 +81,8 @@ def test_gpu_sampling_equals_naive(data):
 
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.lists(st.integers(0, 4), min_size=1, max_size=80),
-                 st.lists(st.integers(-10**15, 10**15), min_size=1, max_size=80)),
+                 st.lists(st.integers(-10**15, 10**15), min_size=1, max_size=80),
+                 st.lists(st.integers(2**62 - 2**40, 2**63 - 1), min_size=1, max_size=80)),
        st.sampled_from(["as drawn", "sorted", "reversed"]))
 def test_median_select_equals_np_median(values, order):
     x = np.array(values, dtype=np.int64)

@@ -161,7 +161,7 @@ def _ranks_mean(x, m, k1, k2):
     second = x[k1 + 1]
     for i in range(k1 + 2, m):
         second = min(second, x[i])
-    return (first + second) / 2
+    return (np.float64(first) + np.float64(second)) / 2  # as np.median: no int64 overflow
 
 
 @kernel
