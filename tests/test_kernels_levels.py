@@ -294,3 +294,19 @@ def test_label_histogram_puts_values_past_int64_in_the_edge_bins():
     power = np.array([1e30, -1e30, 3e38, 0.5, 799.9], dtype=np.float32)  # / 0.25 W: past 2**63
     got = label_histogram(power, np.zeros(5, dtype=np.int8), np.zeros((1, 3200), dtype=np.int64), bin_w=0.25)
     assert (got[0, 3199], got[0, 0], got[0, 2], got.sum()) == (3, 1, 1, 5)  # 799.9 W is in the top bin too
+
+
+@pytest.mark.parametrize("bin_w", [0.25, 1.0, 2.0, 0.3, 0.1])
+def test_label_histogram_bin_edges_as_the_division(bin_w):
+    # on and either side of every bin edge: the bins of p / bin_w (a power-of-two
+    # width is applied as a multiplication by its inverse, which must bin the same)
+    from tracekit.kernels.levels import label_histogram
+
+    edges = (np.arange(800) * bin_w).astype(np.float32)
+    power = np.concatenate([edges, np.nextafter(edges, np.float32(-np.inf)), np.nextafter(edges, np.float32(np.inf))])
+    n_bins = 700
+    got = label_histogram(power, np.zeros(len(power), dtype=np.int8), np.zeros((1, n_bins), dtype=np.int64),
+                          bin_w=bin_w)
+    x = np.minimum(power.astype(np.float64) / bin_w, n_bins - 1.0)
+    bins = np.where(x > 0, x, 0).astype(np.int64)
+    np.testing.assert_array_equal(got[0], np.bincount(bins, minlength=n_bins))

@@ -109,6 +109,12 @@ def _power_histogram_kernel(power_w, lo_w, bin_w, exact, counts, sub):
     return counts
 
 
+def _exact_inverse(bin_w: float) -> bool:
+    """Whether ``1 / bin_w`` is exact (and finite): a power of two, not subnormal, so
+    that ``p * (1 / bin_w)`` rounds as ``p / bin_w``."""
+    return math.frexp(bin_w)[0] == 0.5 and bin_w >= 2.0**-1022
+
+
 def power_histogram(
     power_w: NDArray[np.floating],
     *,
@@ -159,8 +165,7 @@ def power_histogram(
         counts = np.zeros(n_bins, dtype=np.int64)
     else:
         out_array(func, "counts", counts, (n_bins,), np.int64)
-    exact = math.frexp(bin_w)[0] == 0.5 and bin_w >= 2.0**-1022  # 1 / bin_w exact (and finite)
-    _power_histogram_kernel(power, lo_w, bin_w, exact, counts, np.empty((4, n_bins + 1), dtype=np.int64))
+    _power_histogram_kernel(power, lo_w, bin_w, _exact_inverse(bin_w), counts, np.empty((4, n_bins + 1), dtype=np.int64))
     return counts
 
 
@@ -403,18 +408,33 @@ def choose_levels(
 
 
 @kernel
-def _label_histogram_kernel(power_w, labels, bin_w, counts):
+def _label_histogram_kernel(power_w, labels, bin_w, exact, counts):
+    # A bin width that is a power of two is applied as an exact multiplication by its
+    # inverse (``exact``: the same bins as the division, which costs several times
+    # more); two loops, as a select would run both.
     n_labels, n_bins = counts.shape
     top = n_bins - 1.0
-    for i in range(power_w.shape[0]):
-        lab = labels[i]
-        p = power_w[i]
-        if lab < 0 or lab >= n_labels or not np.isfinite(p):
-            continue
-        x = p / bin_w  # clamped before the int conversion (a value past int64 is undefined there)
-        x = x if x < top else top
-        b = int(x) if x > 0.0 else 0
-        counts[lab, b] += 1
+    inv = 1.0 / bin_w
+    if exact:
+        for i in range(power_w.shape[0]):
+            lab = labels[i]
+            p = power_w[i]
+            if lab < 0 or lab >= n_labels or not np.isfinite(p):
+                continue
+            x = p * inv  # clamped before the int conversion (a value past int64 is undefined there)
+            x = x if x < top else top
+            b = int(x) if x > 0.0 else 0
+            counts[lab, b] += 1
+    else:
+        for i in range(power_w.shape[0]):
+            lab = labels[i]
+            p = power_w[i]
+            if lab < 0 or lab >= n_labels or not np.isfinite(p):
+                continue
+            x = p / bin_w
+            x = x if x < top else top
+            b = int(x) if x > 0.0 else 0
+            counts[lab, b] += 1
 
 
 def label_histogram(
@@ -431,5 +451,5 @@ def label_histogram(
     bin_w = float_param(func, "bin_w", bin_w, minimum=0.0, strict_min=True)
     if not isinstance(counts, np.ndarray) or counts.dtype != np.int64 or counts.ndim != 2:
         raise SchemaError(f"{func}: counts must be a 2-D int64 array (labels x bins)")
-    _label_histogram_kernel(power, labs, bin_w, counts)
+    _label_histogram_kernel(power, labs, bin_w, _exact_inverse(bin_w), counts)
     return counts
