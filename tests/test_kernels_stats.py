@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracekit.errors import SchemaError
-from tracekit.kernels.stats import (_QUANTILE_MIN_N, _WIDE_BUCKETS, _band_order_stats, _median_of_diffs, _median_select, gpu_sampling,
-                                    quantiles)
+from tracekit.kernels.stats import (_QUANTILE_MIN_N, _WIDE_BUCKETS, _band_order_stats, _median_of_diffs, _ranks_mean,
+                                    gpu_sampling, quantiles)
 
 
 def naive_gpu_sampling(ts, power, offsets):
@@ -46,7 +46,7 @@ def naive_gpu_sampling(ts, power, offsets):
 def csr_series(draw):
     n_gpus = draw(st.integers(1, 4))
     # small units keep the differences' range narrow (the kernel's counting median),
-    # 1 ms units make it wide (its selection fallback, _median_select)
+    # 1 ms units make it wide (its bucket passes and selection, _wide_medians)
     unit = draw(st.sampled_from([1, 997, 1_000_000]))
     counts = draw(st.lists(st.integers(0, 30), min_size=n_gpus, max_size=n_gpus))
     ts, power = [], []
@@ -84,10 +84,11 @@ def test_gpu_sampling_equals_naive(data):
                  st.lists(st.integers(-10**15, 10**15), min_size=1, max_size=80),
                  st.lists(st.integers(2**62 - 2**40, 2**63 - 1), min_size=1, max_size=80)),
        st.sampled_from(["as drawn", "sorted", "reversed"]))
-def test_median_select_equals_np_median(values, order):
+def test_median_by_selection_equals_np_median(values, order):
     x = np.array(values, dtype=np.int64)
     x = {"as drawn": x, "sorted": np.sort(x), "reversed": np.sort(x)[::-1].copy()}[order]
-    assert _median_select(x.copy()) == np.median(x)
+    n = len(x)
+    assert _ranks_mean(x.copy(), n, (n - 1) // 2, n // 2) == np.median(x)  # the median by selection
 
 
 @settings(max_examples=200, deadline=None)

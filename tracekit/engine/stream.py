@@ -138,8 +138,7 @@ def _run_dask(fn: Callable, args: Sequence[tuple], client, shared: tuple) -> Ite
     # (dask/distributed#3149) and the tasks that need it are cancelled ("already
     # forgotten"), while a task's result is recomputed elsewhere.
     with warnings.catch_warnings():  # the shared context is meant to travel in the graph, once
-        warnings.filterwarnings("ignore", message=".*large graph.*")
-        warnings.filterwarnings("ignore", message=".*Large object.*")
+        warnings.filterwarnings("ignore", message="Sending large graph")
         scattered = [client.submit(_shared_value, s, key=f"tracekit-shared-{uuid.uuid4().hex}", pure=False)
                      for s in shared]
     threads = sum(client.nthreads().values()) or 1

@@ -289,7 +289,6 @@ def _accumulate_grid_kernel(
     max_gap = params[_P_MAX_GAP]
     hold = params[_P_HOLD]
     grid_end = t0 + step * n_cells
-    step_s = step * 1e-9
     n_gpus = gpu_offsets.shape[0] - 1
     for g in range(n_gpus):
         row = group_of_gpu[g]

@@ -154,7 +154,8 @@ def _select(x, m, k):
 @kernel
 def _ranks_mean(x, m, k1, k2):
     """The mean of the values of ranks ``k1`` and ``k2`` (``k2`` is k1 or k1 + 1) of
-    int64 ``x[:m]`` (permuted in place)."""
+    int64 ``x[:m]`` (permuted in place), as np.median takes it for the middle ranks;
+    by selection, not a sort (np.median itself compiles for seconds)."""
     first = _select(x, m, k1)
     if k2 == k1:
         return first + 0.0
@@ -162,15 +163,6 @@ def _ranks_mean(x, m, k1, k2):
     for i in range(k1 + 2, m):
         second = min(second, x[i])
     return (np.float64(first) + np.float64(second)) / 2  # as np.median: no int64 overflow
-
-
-@kernel
-def _median_select(x):
-    """np.median of int64 ``x`` (len >= 1; permuted in place): the middle value, or the
-    mean of the two middle values, found by selection (no sort; np.median itself
-    compiles for seconds)."""
-    n = x.shape[0]
-    return _ranks_mean(x, n, (n - 1) // 2, n // 2)
 
 
 @kernel
